@@ -1,0 +1,165 @@
+"""The canonical classification data container and its one boundary check.
+
+Conventions (DESIGN.md): inputs ``X`` of shape ``(N, M)``, one row per sample (the
+papers use columns); integer ``labels`` in ``[0, Q)``; reference outputs ``Y`` of
+shape ``(Q, P)``, row ``j`` is ``y_j`` (default: the ``Q x Q`` identity). Class order
+is never assumed: samples are grouped with index arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import EmptyClassError, LabelError, ShapeError
+from ..validation import as_tensor, check_finite, check_matrix
+
+__all__ = ["ClassificationData", "check_data", "check_labels"]
+
+
+def check_labels(labels: Any, num_samples: int | None, where: str, num_classes: int | None = None) -> tuple[torch.Tensor, int]:
+    """Return ``(labels as int64 (N,), Q)``; refuse non-integers, out-of-range and empty classes.
+
+    ``Q`` is ``num_classes`` when given, otherwise ``max(labels) + 1``.
+    """
+    if isinstance(labels, torch.Tensor):
+        lab = labels
+    else:
+        arr = np.asarray(labels)
+        if arr.dtype.kind not in "biuf":
+            raise LabelError(f"{where}: labels must be integers, got dtype {arr.dtype}")
+        lab = torch.as_tensor(arr)
+    if lab.ndim != 1:
+        raise ShapeError(f"{where}: labels must be 1-D of length N, got shape {tuple(lab.shape)}")
+    if lab.is_floating_point():
+        check_finite(lab, "labels", where)
+        if not bool((lab == lab.round()).all()):
+            raise LabelError(f"{where}: labels must be integers, got non-integral values such as {float(lab[lab != lab.round()][0])}")
+    elif lab.dtype == torch.bool:
+        raise LabelError(f"{where}: labels must be integers, got booleans")
+    lab = lab.to(torch.int64)
+    if num_samples is not None and lab.shape[0] != num_samples:
+        raise ShapeError(f"{where}: labels has length {lab.shape[0]} but there are {num_samples} samples")
+    if lab.numel() == 0:
+        raise ShapeError(f"{where}: no samples (labels is empty)")
+    lo, hi = int(lab.min()), int(lab.max())
+    if lo < 0:
+        raise LabelError(f"{where}: labels must lie in [0, Q), found {lo}")
+    q = hi + 1 if num_classes is None else int(num_classes)
+    if hi >= q:
+        raise LabelError(f"{where}: labels must lie in [0, {q}), found {hi}")
+    counts = torch.bincount(lab, minlength=q)
+    empty = torch.nonzero(counts == 0).flatten()
+    if empty.numel():
+        c = int(empty[0])
+        raise EmptyClassError(
+            f"{where}: class {c} of Q={q} has no samples in labels; relabel to contiguous classes "
+            f"or add samples of class {c}"
+        )
+    return lab, q
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """Validated classification data: ``X (N, M)`` float64, ``labels (N,)`` int64, ``Y (Q, P)``.
+
+    Build it with :func:`check_data` (or a generator/loader), never directly from
+    unchecked arrays.
+    """
+
+    X: torch.Tensor
+    labels: torch.Tensor
+    Y: torch.Tensor
+    name: str = "data"
+
+    @property
+    def num_samples(self) -> int:
+        """``N``."""
+        return int(self.X.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """``M``, the input dimension."""
+        return int(self.X.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        """``Q``."""
+        return int(self.Y.shape[0])
+
+    @cached_property
+    def class_counts(self) -> torch.Tensor:
+        """``(Q,)`` int64: ``N_j``."""
+        return torch.bincount(self.labels, minlength=self.num_classes)
+
+    @cached_property
+    def class_indices(self) -> list[torch.Tensor]:
+        """Index arrays, one per class, in sample order."""
+        return [torch.nonzero(self.labels == j).flatten() for j in range(self.num_classes)]
+
+    @cached_property
+    def class_means(self) -> torch.Tensor:
+        """``(Q, M)``: row ``j`` is the class mean ``x̄_{0,j}``."""
+        sums = torch.zeros(self.num_classes, self.dim, dtype=self.X.dtype, device=self.X.device)
+        sums.index_add_(0, self.labels, self.X)
+        return sums / self.class_counts.to(self.X.dtype).unsqueeze(1)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """``(N, P)``: the reference output ``y_{label(i)}`` of every sample."""
+        return self.Y[self.labels]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ClassificationData":
+        """Copy to another device and/or floating dtype (labels stay int64)."""
+        return ClassificationData(
+            self.X.to(device=device, dtype=dtype), self.labels.to(device=device), self.Y.to(device=device, dtype=dtype), self.name
+        )
+
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> "ClassificationData":
+        """The samples at ``index`` (every class must keep at least one sample)."""
+        idx = torch.as_tensor(index, dtype=torch.int64, device=self.X.device)
+        return check_data(self.X[idx], self.labels[idx], self.Y, name=self.name, where="ClassificationData.subset")
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Arrays ``X``, ``labels``, ``Y`` as numpy (the ``.npz`` layout the CLI reads)."""
+        return {"X": self.X.cpu().numpy(), "labels": self.labels.cpu().numpy(), "Y": self.Y.cpu().numpy()}
+
+
+def check_data(
+    X: Any,
+    labels: Any,
+    Y: Any | None = None,
+    *,
+    num_classes: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    name: str = "data",
+    where: str = "check_data",
+) -> ClassificationData:
+    """Validate and normalise classification data once, at the boundary.
+
+    Returns float ``X (N, M)``, int64 ``labels`` in ``[0, Q)`` and ``Y (Q, P)`` (identity
+    if omitted), all on ``device`` (default: the device of ``X``). Raises ShapeError,
+    NonFiniteError, LabelError or EmptyClassError naming the problem.
+    """
+    Xt = as_tensor(X, "X", where, dtype=dtype, device=device)
+    if Xt.ndim != 2:
+        hint = " (reshape a single feature to (N, 1))" if Xt.ndim == 1 else ""
+        raise ShapeError(f"{where}: X must be 2-D of shape (N, M), got shape {tuple(Xt.shape)}{hint}")
+    if Xt.shape[0] == 0 or Xt.shape[1] == 0:
+        raise ShapeError(f"{where}: X must have at least one sample and one feature, got shape {tuple(Xt.shape)}")
+    check_finite(Xt, "X", where)
+    if Y is not None and num_classes is None:
+        y_rows = np.shape(Y)[0] if np.ndim(Y) >= 1 else None
+        num_classes = y_rows
+    lab, q = check_labels(labels, Xt.shape[0], where, num_classes)
+    lab = lab.to(Xt.device)
+    if Y is None:
+        Yt = torch.eye(q, dtype=Xt.dtype, device=Xt.device)
+    else:
+        Yt = check_matrix(Y, "Y", where, shape=(q, None), dtype=Xt.dtype, device=Xt.device)
+    return ClassificationData(Xt, lab, Yt, name)

@@ -1,0 +1,25 @@
+"""Experiments: one module per experiment, discovered by name (see ``_base``)."""
+
+from ._base import (
+    Experiment,
+    ExperimentConfig,
+    RunContext,
+    RunResult,
+    experiments,
+    get_experiment,
+    parse_overrides,
+    run_experiment,
+)
+from ._progress import progress
+
+__all__ = [
+    "Experiment",
+    "ExperimentConfig",
+    "RunContext",
+    "RunResult",
+    "experiments",
+    "get_experiment",
+    "parse_overrides",
+    "progress",
+    "run_experiment",
+]

@@ -1,0 +1,280 @@
+"""Experiments: a registry of named, configurable runs that write run folders and claims.
+
+An experiment is a module in :mod:`collapselab.experiments` (not starting with ``_``)
+that defines ``EXPERIMENT = Experiment(...)``. The registry discovers them by module
+scan, so adding an experiment touches no shared file.
+
+Configuration is a pydantic model (extra keys forbidden). ``--set key=value`` values
+are parsed as JSON when they parse (numbers, booleans, lists) and as strings
+otherwise, then validated by the model; ``--quick`` applies the experiment's
+``quick`` overrides first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import pkgutil
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..core.errors import ConfigError, ParameterError, UnknownNameError
+from ..core.store import Claim, RunFolder
+from ._progress import progress
+
+__all__ = [
+    "Experiment",
+    "ExperimentConfig",
+    "RunContext",
+    "RunResult",
+    "experiments",
+    "get_experiment",
+    "parse_overrides",
+    "run_experiment",
+    "seed_everything",
+]
+
+log = logging.getLogger("collapselab.experiments")
+
+
+class ExperimentConfig(BaseModel):
+    """Base of every experiment's configuration: unknown keys are errors; ``seed`` always exists."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment.
+
+    name: the CLI name (``collapselab run NAME``).
+    summary: one line: the claim it checks (shown by ``collapselab list``).
+    source: where the claims come from (paper, theorem, spec section).
+    config: the pydantic model of its configuration (subclass of ExperimentConfig).
+    run: ``run(ctx: RunContext) -> None``; records metrics, claims and figures via ``ctx``.
+    quick: overrides that make the ``--quick`` variant (run by the tests, about a minute or less).
+    """
+
+    name: str
+    summary: str
+    source: str
+    config: type[ExperimentConfig]
+    run: Callable[["RunContext"], None]
+    quick: Mapping[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch and Python's ``random``; return a numpy Generator for the run."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    return np.random.default_rng(seed)
+
+
+class RunContext:
+    """What an experiment's ``run`` sees: its config, folder, device, rng and helpers."""
+
+    def __init__(self, experiment: Experiment, config: ExperimentConfig, folder: RunFolder, device: torch.device, quick: bool, checkpoint: dict[str, Any] | None, show_progress: bool | None = None) -> None:
+        self.experiment = experiment
+        self.config = config
+        self.folder = folder
+        self.device = device
+        self.quick = quick
+        self.checkpoint = checkpoint
+        self.rng = seed_everything(config.seed)
+        self.log = logging.getLogger(f"collapselab.experiments.{experiment.name}")
+        self._show_progress = show_progress
+
+    # -- recording -------------------------------------------------------------------
+    def log_metrics(self, **row: Any) -> None:
+        """Append one row to metrics.csv (flushed)."""
+        self.folder.log_metrics(row)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Atomically save the run's state; ``--resume`` hands it back as ``ctx.checkpoint``."""
+        self.folder.save_checkpoint(state)
+
+    def figure_path(self, name: str) -> Path:
+        """Path for a figure file ``figures/<name>`` (add ``.png``)."""
+        return self.folder.figures / name
+
+    def save_figure(self, fig: Any, name: str) -> Path:
+        """Save a matplotlib figure as ``figures/<name>.png`` and close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.figure_path(name if name.endswith(".png") else f"{name}.png")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return path
+
+    def progress(self, iterable: Iterable[Any], *, desc: str = "", total: int | None = None) -> Any:
+        return progress(iterable, desc=desc or self.experiment.name, total=total, enabled=self._show_progress)
+
+    # -- claims ----------------------------------------------------------------------
+    def claim(self, id: str, claim: str, source: str, *, expected: Any, measured: Any, tolerance: Any, passed: bool) -> Claim:
+        """Record a claim with an explicit verdict."""
+        c = Claim(id=id, claim=claim, source=source, expected=expected, measured=measured, tolerance=tolerance, passed=bool(passed))
+        self.folder.add_claim(c)
+        self.log.info("claim %s: %s (measured %s, expected %s, tol %s)", id, "PASS" if c.passed else "FAIL", measured, expected, tolerance)
+        return c
+
+    def claim_close(self, id: str, claim: str, source: str, *, measured: float, expected: float, tolerance: float, relative: bool = False) -> Claim:
+        """PASS iff ``|measured - expected| <= tolerance`` (times ``|expected|`` if relative)."""
+        m, e = float(measured), float(expected)
+        scale = abs(e) if relative else 1.0
+        ok = math.isfinite(m) and abs(m - e) <= tolerance * scale
+        tol = f"rel {tolerance:.1e}" if relative else f"abs {tolerance:.1e}"
+        return self.claim(id, claim, source, expected=e, measured=m, tolerance=tol, passed=ok)
+
+    def claim_at_most(self, id: str, claim: str, source: str, *, measured: float, bound: float) -> Claim:
+        """PASS iff ``measured <= bound``."""
+        m = float(measured)
+        return self.claim(id, claim, source, expected=f"<= {bound:.3g}", measured=m, tolerance="-", passed=math.isfinite(m) and m <= bound)
+
+    def claim_at_least(self, id: str, claim: str, source: str, *, measured: float, bound: float) -> Claim:
+        """PASS iff ``measured >= bound``."""
+        m = float(measured)
+        return self.claim(id, claim, source, expected=f">= {bound:.3g}", measured=m, tolerance="-", passed=math.isfinite(m) and m >= bound)
+
+    def claim_true(self, id: str, claim: str, source: str, *, passed: bool, measured: Any = None, expected: Any = True) -> Claim:
+        """PASS iff ``passed``; ``measured`` documents what was seen."""
+        return self.claim(id, claim, source, expected=expected, measured=bool(passed) if measured is None else measured, tolerance="-", passed=passed)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What ``run_experiment`` returns."""
+
+    experiment: str
+    path: Path
+    claims: list[Claim]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.claims)
+
+
+_REGISTRY: dict[str, Experiment] | None = None
+
+
+def experiments() -> dict[str, Experiment]:
+    """All registered experiments, by name (modules of this package not starting with ``_``)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from .. import experiments as pkg
+
+        found: dict[str, Experiment] = {}
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            if info.name.startswith("_"):
+                continue
+            mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+            exp = getattr(mod, "EXPERIMENT", None)
+            if isinstance(exp, Experiment):
+                if exp.name in found:
+                    raise RuntimeError(f"two experiments are named {exp.name!r}")
+                found[exp.name] = exp
+        _REGISTRY = dict(sorted(found.items()))
+    return _REGISTRY
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name``; an unknown name lists the known ones."""
+    reg = experiments()
+    if name not in reg:
+        import difflib
+
+        close = difflib.get_close_matches(name, reg, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownNameError(f"unknown experiment {name!r}{hint}; known: {', '.join(reg)}")
+    return reg[name]
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["width=64", "lr=0.1", "name=abc"]`` -> ``{"width": 64, "lr": 0.1, "name": "abc"}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def resolve_config(exp: Experiment, overrides: Mapping[str, Any], quick: bool) -> ExperimentConfig:
+    """Validate ``quick`` overrides (if asked) plus user overrides against the experiment's model."""
+    fields = exp.config.model_fields
+    unknown = [k for k in overrides if k not in fields]
+    if unknown:
+        raise ConfigError(f"{exp.name}: unknown --set key {unknown[0]!r}; known keys: {', '.join(fields)}")
+    values = {**(exp.quick if quick else {}), **overrides}
+    try:
+        return exp.config(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{exp.name}: invalid value for {loc!r}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("--device cuda was asked for but torch.cuda.is_available() is False on this machine")
+    return dev
+
+
+def run_experiment(
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    out: Path | str = "runs",
+    device: str | torch.device | None = None,
+    quick: bool = False,
+    resume: Path | str | None = None,
+    show_progress: bool | None = None,
+) -> RunResult:
+    """Run one experiment into a fresh run folder (or continue ``resume``) and return its claims."""
+    exp = get_experiment(name)
+    dev = _device(device)
+    if resume is not None:
+        folder = RunFolder.open(Path(resume))
+        doc = folder.config
+        if doc.get("experiment") != exp.name:
+            raise ConfigError(f"--resume {resume} is a run of {doc.get('experiment')!r}, not {exp.name!r}")
+        if overrides:
+            raise ConfigError("--resume continues a run with its recorded configuration; drop --set")
+        config = exp.config(**doc["config"])
+        quick = bool(doc.get("quick", False))
+        checkpoint = folder.load_checkpoint()
+    else:
+        config = resolve_config(exp, overrides or {}, quick)
+        folder = RunFolder.create(Path(out), exp.name, config.model_dump(), extra={"quick": quick, "device": str(dev), "seed": config.seed})
+        checkpoint = None
+    handler = logging.FileHandler(folder.log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("collapselab")
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        ctx = RunContext(exp, config, folder, dev, quick, checkpoint, show_progress)
+        log.info("running %s into %s (quick=%s, device=%s)", exp.name, folder.path, quick, dev)
+        exp.run(ctx)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+    return RunResult(exp.name, folder.path, folder.claims)
