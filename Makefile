@@ -4,7 +4,7 @@ VENV   := .venv
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install clean benchmarks
+.PHONY: run test install data fashion-mnist clean benchmarks
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,18 @@ $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-run: $(STAMP)
+# Fashion-MNIST: Debian's package (MIT). Needs root; without it those experiments stop with a message.
+data:
+	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || $(MAKE) --no-print-directory fashion-mnist || \
+	  echo "warning: could not install dataset-fashion-mnist; run 'apt-get install dataset-fashion-mnist' as root"
+
+fashion-mnist:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+
+run: $(STAMP) data
 	$(VENV)/bin/collapselab reproduce --quick
 
-test: $(STAMP)
+test: $(STAMP) data
 	$(VENV)/bin/python -m pytest -q tests
 
 benchmarks: $(STAMP)

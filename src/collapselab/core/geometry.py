@@ -142,8 +142,10 @@ def truncation(X: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, check: bool
     """
     if check:
         _check_rank(W, "W", "truncation")
-    Wp = torch.linalg.pinv(W) if W.shape[0] != W.shape[1] else torch.linalg.inv(W)
-    return (torch.relu(affine(X, W, b)) - b) @ Wp.T
+    rhs = torch.relu(affine(X, W, b)) - b
+    if W.shape[0] == W.shape[1]:
+        return torch.linalg.solve(W, rhs.T).T  # backward stable; an explicit inverse loses digits
+    return rhs @ torch.linalg.pinv(W).T
 
 
 def truncation_sequence(X: torch.Tensor, cumulative: Params) -> list[torch.Tensor]:

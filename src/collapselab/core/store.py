@@ -241,9 +241,10 @@ class RunFolder:
         atomic_write_bytes(self.path / CHECKPOINT, buf.getvalue())
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint, or None; drops metrics rows written after it."""
+        """The last checkpoint (or None: then the run starts over); drops metrics rows written after it."""
         path = self.path / CHECKPOINT
         if not path.exists():
+            self.truncate_metrics(0)  # nothing to continue from: the run starts over
             return None
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)

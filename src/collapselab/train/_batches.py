@@ -1,0 +1,105 @@
+"""Epoch batching with a resumable shuffle and a rank shard for data parallel training.
+
+The order of an epoch is a permutation drawn from one CPU ``torch.Generator`` whose state is
+saved in every checkpoint, so a resumed run draws exactly the permutations the uninterrupted
+run would have drawn (the "sampler position" is the epoch boundary: checkpoints are written
+between epochs). Every rank draws the same permutation; global batch ``k`` is
+``perm[k B : (k+1) B]`` and rank ``r`` of ``R`` takes its entries ``r, r + R, ...``, so the
+union over ranks of one step's samples is the single-process batch.
+
+Tensor data sets (a pair ``(X, labels)`` or a ``TensorDataset``) are indexed directly (no
+DataLoader, no per-sample Python calls); any other ``Dataset`` yielding ``(input, label)``
+goes through a ``DataLoader`` with the same index batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from ..core.errors import ParameterError, ShapeError
+
+__all__ = ["EpochBatches", "as_source"]
+
+
+class _TensorSource:
+    """Inputs ``X (N, ...)`` and labels ``(N,)`` indexed by index tensors."""
+
+    def __init__(self, X: torch.Tensor, labels: torch.Tensor, where: str) -> None:
+        if labels.ndim != 1 or X.shape[0] != labels.shape[0]:
+            raise ShapeError(f"{where}: inputs have {X.shape[0]} rows but labels has shape {tuple(labels.shape)}; pass one label per input row")
+        self.X, self.labels = X, labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in index_batches:
+            yield self.X[idx], self.labels[idx]
+
+
+class _DatasetSource:
+    """Any map-style ``Dataset`` yielding ``(input, label)``, read through a DataLoader."""
+
+    def __init__(self, dataset: Dataset, num_workers: int) -> None:
+        self.dataset, self.num_workers = dataset, num_workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in index_batches], num_workers=self.num_workers)
+        for x, y in loader:
+            yield x, torch.as_tensor(y).to(torch.int64)
+
+
+def as_source(data: Any, where: str, num_workers: int = 0) -> _TensorSource | _DatasetSource:
+    """Normalise ``(X, labels)``, a ``TensorDataset`` or a ``Dataset`` into a batch source."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return _TensorSource(data[0], data[1], where)
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        return _TensorSource(data.tensors[0], data.tensors[1], where)
+    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        return _DatasetSource(data, num_workers)
+    raise ParameterError(f"{where}: data must be (X, labels) tensors or a sized torch Dataset yielding (input, label), got {type(data).__name__}")
+
+
+class EpochBatches:
+    """Shuffled (or fixed-order) index batches of one epoch for rank ``rank`` of ``world``.
+
+    ``batch_size=None`` is full batch. ``state()``/``set_state()`` save and restore the
+    generator (part of the trainer's checkpoint).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int | None, *, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+        self.n = int(num_samples)
+        self.batch_size = self.n if batch_size is None else int(batch_size)
+        if self.batch_size < world:
+            raise ParameterError(f"EpochBatches: batch_size {self.batch_size} is smaller than the {world} processes; every rank needs at least one sample per step")
+        self.shuffle, self.rank, self.world = shuffle, rank, world
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def epoch(self) -> list[tuple[torch.Tensor, int]]:
+        """``[(this rank's indices, global batch size), ...]`` for the next epoch."""
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        out = []
+        for start in range(0, self.n, self.batch_size):
+            glob = order[start : start + self.batch_size]
+            out.append((glob[self.rank :: self.world], int(glob.shape[0])))
+        return out
+
+    def shard(self) -> torch.Tensor:
+        """This rank's fixed share of all samples (for measurement passes): ``rank, rank + R, ...``."""
+        return torch.arange(self.rank, self.n, self.world)
+
+    def state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)

@@ -1,0 +1,87 @@
+"""The command line, in-process (Typer's CliRunner): verdicts, run folders, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from collapselab.cli import app
+from collapselab.core.store import read_claims, read_metrics
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_list_names_every_experiment():
+    from collapselab.experiments import experiments
+
+    res = invoke("list")
+    assert res.exit_code == 0
+    for name in experiments():
+        assert name in res.output
+
+
+def test_run_quick_writes_a_passing_run_folder(tmp_path):
+    res = invoke("run", "truncation-geometry", "--quick", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    (folder,) = (tmp_path / "truncation-geometry").iterdir()
+    claims = read_claims(folder)
+    assert claims and all(c["passed"] for c in claims)
+    assert {"id", "claim", "source", "expected", "measured", "tolerance", "passed"} <= set(claims[0])
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["quick"] is True and cfg["config"]["trials"] == 10 and "torch" in cfg["versions"]
+    assert len(read_metrics(folder)) == 10
+    assert (folder / "figures" / "truncation_map.png").stat().st_size > 1000
+    assert "PASS" in res.output and "claims passed" in res.output
+
+
+def test_set_overrides_are_validated_and_recorded(tmp_path):
+    res = invoke("run", "truncation-geometry", "--quick", "--set", "trials=2", "--set", "square_widths=[2,2,2]", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    (folder,) = (tmp_path / "truncation-geometry").iterdir()
+    cfg = json.loads((folder / "config.json").read_text())["config"]
+    assert cfg["trials"] == 2 and cfg["square_widths"] == [2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("run", "no-such-experiment"), "unknown experiment 'no-such-experiment'"),
+        (("run", "truncation-geomety"), "did you mean 'truncation-geometry'"),
+        (("run", "truncation-geometry", "--set", "nope=1"), "unknown --set key 'nope'"),
+        (("run", "truncation-geometry", "--set", "trials=0"), "invalid value for 'trials'"),
+        (("run", "truncation-geometry", "--set", "trials"), "--set expects key=value"),
+        (("report", "/nonexistent/folder"), "does not exist"),
+        (("reproduce", "--only", "nope"), "unknown experiment 'nope'"),
+    ],
+)
+def test_bad_input_exits_1_with_one_line(tmp_path, args, message):
+    res = invoke(*args, *(() if args[0] == "report" else ("--out", str(tmp_path))))
+    assert res.exit_code == 1
+    assert message in res.output
+    assert not (tmp_path / "no-such-experiment").exists()
+
+
+def test_cuda_request_without_cuda_is_refused(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    res = invoke("run", "truncation-geometry", "--quick", "--device", "cuda", "--out", str(tmp_path))
+    assert res.exit_code == 1 and "torch.cuda.is_available() is False" in res.output
+
+
+def test_reproduce_and_report_build_html(tmp_path):
+    res = invoke("reproduce", "--quick", "--only", "truncation-geometry", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "report.html").read_text()
+    assert "composition-square" in html and "class='PASS'" in html and "data:image/png;base64" in html
+    assert "report:" in res.output
+    out = tmp_path / "again.html"
+    res = invoke("report", str(tmp_path), "--output", str(out))
+    assert res.exit_code == 0 and out.exists() and "8 of 8 claims passed" in res.output
