@@ -119,23 +119,23 @@ def run(ctx: RunContext) -> None:
 
 
 def _picture(gen: torch.Generator) -> plt.Figure:
-    """Points of the plane and their images under a random tau, coloured by truncation state."""
+    """Points of the plane coloured by truncation state (left) and their images under tau (right)."""
     W = torch.tensor([[1.0, 0.4], [-0.3, 1.0]], dtype=torch.float64)
     b = torch.tensor([0.3, -0.2], dtype=torch.float64)
-    X = 2 * torch.rand(400, 2, generator=gen, dtype=torch.float64) - 1
+    X = 2 * torch.rand(600, 2, generator=gen, dtype=torch.float64) - 1
     tau = geo.truncation(X, W, b)
     state = geo.truncation_state(X, W, b)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    colours = {0: "tab:green", 1: "tab:orange", 2: "tab:red"}
-    for s, col in colours.items():
-        sel = state == s
-        ax.scatter(X[sel, 0], X[sel, 1], s=8, color=col, alpha=0.5, label=geo.TruncationState(s).name.lower().replace("_", " "))
-    ax.scatter(tau[:, 0], tau[:, 1], s=6, color="k", alpha=0.6, label="tau(x)")
     p = -geo.cumulative_beta(W, b)
-    ax.plot(*p, "b*", ms=14, label="-beta (collapse point)")
-    ax.set_aspect("equal")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("truncation map tau_{W,b} in R^2")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharex=True, sharey=True)
+    colours = {0: "tab:green", 1: "tab:orange", 2: "tab:red"}
+    for ax, pts, title in ((axes[0], X, "points x, by truncation state"), (axes[1], tau, "images tau_{W,b}(x)")):
+        for s_, col in colours.items():
+            sel = state == s_
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=7, color=col, alpha=0.6, label=geo.TruncationState(s_).name.lower().replace("_", " "))
+        ax.plot(*p, "b*", ms=13, label="-beta: where S_- collapses")
+        ax.set_aspect("equal")
+        ax.set_title(title)
+    axes[0].legend(fontsize=8, loc="lower right")
     return fig
 
 
