@@ -22,6 +22,7 @@ __all__ = [
     "DataFileError",
     "MissingFileError",
     "DivergenceError",
+    "MissingDependencyError",
 ]
 
 
@@ -75,3 +76,7 @@ class MissingFileError(CollapseLabError, FileNotFoundError):
 
 class DivergenceError(CollapseLabError, RuntimeError):
     """An iteration produced NaN/Inf or grew without bound; the message says where."""
+
+
+class MissingDependencyError(CollapseLabError, ImportError):
+    """An optional package needed for this call is not installed; the message says how to install it."""

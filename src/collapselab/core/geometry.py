@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import ShapeError, SingularError
+from .errors import ParameterError, ShapeError, SingularError
 
 __all__ = [
     "cumulative_weights",
@@ -262,20 +262,25 @@ def cone_weight(theta: float, n: int, *, dtype: torch.dtype = torch.float64, dev
 
 
 def rotation_to(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """A rotation ``R`` in ``SO(n)`` with ``R h/|h| = target/|target|`` (product of two Householder reflections)."""
+    """A rotation ``R`` in ``SO(n)`` with ``R h/|h| = target/|target|`` (product of two Householder reflections).
+
+    Each reflection is built from a vector of length at least ``sqrt(2)`` (the two cases
+    below), so the result is accurate for parallel and antiparallel inputs alike.
+    """
     a = h / h.norm()
     c = target / target.norm()
-    n = a.shape[0]
-    eye = torch.eye(n, dtype=a.dtype, device=a.device)
+    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
 
     def householder(v: torch.Tensor) -> torch.Tensor:
-        nv = v.norm()
-        if float(nv) < 1e-300:
-            return eye
-        v = v / nv
+        v = v / v.norm()
         return eye - 2 * torch.outer(v, v)
 
-    # H1 reflects a to -a; H2 reflects -a to c (v = x - y for |x| = |y|); det(H2 H1) = +1.
-    H1 = householder(a)
-    H2 = householder(-a - c) if float((-a - c).norm()) > 1e-12 else eye
-    return H2 @ H1
+    if float(a @ c) >= 0:
+        # a -> -a, then -a -> c (v = x - y reflects x to y when |x| = |y|; here |-a - c| >= sqrt 2)
+        return householder(-a - c) @ householder(a)
+    if a.shape[0] == 1:
+        raise ParameterError("rotation_to: in R^1 no rotation maps h to -h; use n >= 2")
+    # a -> c directly (|a - c| >= sqrt 2), then a reflection fixing c restores det = +1
+    w = eye[int(torch.argmin(c.abs()))]
+    w = w - (w @ c) * c
+    return householder(w) @ householder(a - c)

@@ -2,6 +2,26 @@
 
 from ._check import ClassificationData, check_data, check_labels
 from .synthetic import etf_features, gaussian_clusters, sequentially_separable, simplex_etf
+from .loaders import (
+    FASHION_MNIST_ROOT,
+    LOADERS,
+    SKLEARN_DATASETS,
+    from_dataset,
+    load_breast_cancer,
+    load_dataset,
+    load_digits,
+    load_fashion_mnist,
+    load_idx,
+    load_idx_folder,
+    load_iris,
+    load_npz,
+    load_pt,
+    load_sklearn,
+    load_wine,
+    make_mnist1d,
+    read_idx,
+    select_classes,
+)
 
 __all__ = [
     "ClassificationData",
@@ -11,4 +31,22 @@ __all__ = [
     "gaussian_clusters",
     "sequentially_separable",
     "simplex_etf",
+    "FASHION_MNIST_ROOT",
+    "LOADERS",
+    "SKLEARN_DATASETS",
+    "from_dataset",
+    "load_breast_cancer",
+    "load_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_idx",
+    "load_idx_folder",
+    "load_iris",
+    "load_npz",
+    "load_pt",
+    "load_sklearn",
+    "load_wine",
+    "make_mnist1d",
+    "read_idx",
+    "select_classes",
 ]

@@ -21,8 +21,10 @@ network: the machines this library runs on reach only package archives.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
+import math
 import random
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataFileError, MissingFileError, ParameterError, ShapeError, UnknownNameError
+from ..errors import CollapseLabError, DataFileError, MissingDependencyError, MissingFileError, ParameterError, ShapeError, UnknownNameError
 from ..validation import Interval, OneOf, check_param
 from ._check import ClassificationData, check_data
 
@@ -101,8 +103,8 @@ def _selection(labels: np.ndarray, classes: Sequence[int] | None, limit_per_clas
         cls = list(classes)
         if not cls:
             raise ParameterError(f"{where}: classes must list at least one class, got {classes!r}")
-        for c in cls:
-            check_param("classes[...]", c, Interval(int, 0), where)
+        for i, c in enumerate(cls):
+            check_param(f"classes[{i}]", c, Interval(int, 0), where)
         cls = [int(c) for c in cls]
         if len(set(cls)) != len(cls):
             raise ParameterError(f"{where}: classes must be distinct, got {cls}")
@@ -137,8 +139,9 @@ def select_classes(
     """Keep the samples of ``classes`` (relabelled ``classes[k] -> k``) and at most
     ``limit_per_class`` of each class (the first ones, in sample order).
 
-    ``Y`` of the result is the ``k x k`` identity unless given (pass ``data.Y[classes]``
-    to keep the original reference outputs). Example: ``select_classes(digits, [3, 8])``
+    Without ``classes`` the result keeps ``data.Y``; with ``classes`` its ``Y`` is the
+    ``k x k`` identity unless given (pass ``data.Y[classes]`` to keep the original
+    reference outputs). Example: ``select_classes(digits, [3, 8])``
     is the 3-versus-8 problem with labels 0 (for 3) and 1 (for 8).
     """
     where = "select_classes"
@@ -225,7 +228,7 @@ def make_mnist1d(
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError:
-        raise MissingFileError(f"{where}: the mnist1d package is not installed; pip install 'collapselab[mnist1d]'") from None
+        raise MissingDependencyError(f"{where}: the mnist1d package is not installed; pip install 'collapselab[mnist1d]'") from None
     args = get_dataset_args()
     args.num_samples, args.seed = int(num_samples), int(seed)
     py_state, np_state = random.getstate(), np.random.get_state()
@@ -253,7 +256,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     0B int16, 0C int32, 0D float32, 0E float64; ``DD`` the number of dimensions), then
     ``DD`` big-endian uint32 sizes, then the data, big-endian, row-major. The header and
     the data length are checked exactly; any mismatch raises :class:`DataFileError`.
-    Returns a read-only array of the stored type and shape.
+    Returns an array of the stored element type, in native byte order, and the stored
+    shape (read-only for ubyte, which is returned without a copy).
     """
     where = "read_idx"
     p = _existing_file(path, where, "IDX file")
@@ -277,18 +281,21 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataFileError(f"{where}: {p} declares {ndim} dimensions but ends inside the header ({len(raw)} of {header} bytes)")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     item = _IDX_TYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * item.itemsize
+    expected = math.prod(dims) * item.itemsize  # Python ints: no overflow on absurd headers
     if len(raw) - header != expected:
         raise DataFileError(
             f"{where}: {p} declares shape {dims} of {item.name} ({expected} data bytes) but holds {len(raw) - header}; "
             "the file is truncated or not an IDX file"
         )
-    return np.frombuffer(raw, dtype=item, offset=header).reshape(dims)
+    # torch.from_numpy refuses big-endian arrays: convert (a no-op for bytes)
+    return np.frombuffer(raw, dtype=item, offset=header).reshape(dims).astype(item.newbyteorder("="), copy=False)
 
 
 def _idx_data(
     images: np.ndarray,
     labels: np.ndarray,
+    images_path: Path,
+    labels_path: Path,
     *,
     classes: Sequence[int] | None,
     limit_per_class: int | None,
@@ -300,13 +307,15 @@ def _idx_data(
 ) -> ClassificationData:
     """Checked IDX image/label arrays as data: flatten, select, convert, scale."""
     if images.ndim < 2:
-        raise DataFileError(f"{where}: the images file holds shape {images.shape}; expected (N, ...) with at least 2 dimensions (images and labels swapped?)")
+        raise DataFileError(f"{where}: images file {images_path} holds shape {images.shape}; expected (N, ...) with at least 2 dimensions (images and labels swapped?)")
     if labels.ndim != 1:
-        raise DataFileError(f"{where}: the labels file holds shape {labels.shape}; expected (N,)")
+        raise DataFileError(f"{where}: labels file {labels_path} holds shape {labels.shape}; expected (N,)")
     if labels.dtype.kind not in "iu":
-        raise DataFileError(f"{where}: the labels file holds {labels.dtype.name} values; expected an integer type (ubyte)")
+        raise DataFileError(f"{where}: labels file {labels_path} holds {labels.dtype.name} values; expected an integer type (ubyte)")
     if images.shape[0] != labels.shape[0]:
-        raise DataFileError(f"{where}: the images file holds {images.shape[0]} images but the labels file {labels.shape[0]} labels; pair matching files")
+        raise DataFileError(
+            f"{where}: images file {images_path} holds {images.shape[0]} images but labels file {labels_path} {labels.shape[0]} labels; pair matching files"
+        )
     index, lab, q = _selection(labels, classes, limit_per_class, where)
     # select before converting: a float copy of all 60000 Fashion-MNIST images is 376 MB
     X = torch.from_numpy(images.reshape(images.shape[0], -1)[index]).to(dtype)
@@ -333,7 +342,7 @@ def load_idx(
     where = "load_idx"
     _check_dtype(dtype, where)
     images, labels = read_idx(images_path), read_idx(labels_path)
-    return _idx_data(images, labels, classes=classes, limit_per_class=limit_per_class, scale=scale, dtype=dtype, name=Path(images_path).name, where=where)
+    return _idx_data(images, labels, Path(images_path), Path(labels_path), classes=classes, limit_per_class=limit_per_class, scale=scale, dtype=dtype, name=Path(images_path).name, where=where)
 
 
 def _find_idx(folder: Path, prefix: str, kind: str, rank: int, where: str) -> Path:
@@ -366,9 +375,8 @@ def load_idx_folder(
     if not root.is_dir():
         raise MissingFileError(f"{where}: folder {root} does not exist; pass a folder holding MNIST-format IDX files")
     prefix = "train" if split == "train" else "t10k"
-    images = read_idx(_find_idx(root, prefix, "images", 3, where))
-    labels = read_idx(_find_idx(root, prefix, "labels", 1, where))
-    return _idx_data(images, labels, classes=classes, limit_per_class=limit_per_class, scale=scale, dtype=dtype, name=f"{root.name}({split})", where=where)
+    images_path, labels_path = _find_idx(root, prefix, "images", 3, where), _find_idx(root, prefix, "labels", 1, where)
+    return _idx_data(read_idx(images_path), read_idx(labels_path), images_path, labels_path, classes=classes, limit_per_class=limit_per_class, scale=scale, dtype=dtype, name=f"{root.name}({split})", where=where)
 
 
 def load_fashion_mnist(
@@ -395,7 +403,7 @@ def load_fashion_mnist(
             "or pass root= a folder holding its IDX files"
         )
     data = load_idx_folder(folder, split, classes=classes, limit_per_class=limit_per_class, dtype=dtype)
-    named = ClassificationData(data.X, data.labels, data.Y, f"fashion_mnist({split})")
+    named = dataclasses.replace(data, name=f"fashion_mnist({split})")
     logger.info("loaded %s: N=%d, Q=%d", named.name, named.num_samples, named.num_classes)
     return named
 
@@ -485,8 +493,8 @@ def from_dataset(
 
     Items are stacked in batches of ``batch_size`` by PyTorch's default collation, so
     inputs may be tensors, arrays or numbers of one common shape (add a ``ToTensor``
-    transform to image datasets) and labels integers. ``num_classes`` fixes ``Q`` when
-    the data do not contain the largest class.
+    transform to image datasets) and labels integers. ``num_classes``, if given, is
+    ``Q``: labels must lie in ``[0, Q)`` and every class must occur.
     """
     where = "from_dataset"
     _check_dtype(dtype, where)
@@ -502,8 +510,12 @@ def from_dataset(
             inputs, labels = batch
             if not isinstance(inputs, torch.Tensor) or not isinstance(labels, torch.Tensor):
                 raise ParameterError(f"{where}: inputs and labels must be tensors, arrays or numbers, got {type(inputs).__name__} and {type(labels).__name__}")
+            if labels.ndim != 1:
+                raise ShapeError(f"{where}: each label must be one integer class index, got labels of shape {tuple(labels.shape[1:])} per item (one-hot? pass argmax)")
             xs.append(inputs.reshape(inputs.shape[0], -1).to(dtype))
-            ys.append(labels.reshape(-1))
+            ys.append(labels)
+    except CollapseLabError:
+        raise
     except (TypeError, RuntimeError) as exc:
         raise ShapeError(f"{where}: cannot stack the dataset's items ({str(exc).splitlines()[0]}); inputs must share one shape and be tensors/arrays (add a ToTensor transform)") from exc
     if not xs:

@@ -1,0 +1,140 @@
+"""Run folders (DESIGN.md "Run folders"): append-only flushed metrics, a fixed header,
+atomic claims and checkpoints, and resume that drops rows logged after the checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from collapselab.core import store
+from collapselab.core.errors import ConfigError, DataFileError, MissingFileError
+from collapselab.core.store import Claim, RunFolder, atomic_write_text, read_claims, read_metrics
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with open(path / "metrics.csv", newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith("."))
+
+
+def _claim(cid: str, passed: bool = True, measured: float = 1.0) -> Claim:
+    return Claim(cid, f"claim {cid}", "spec/chen.md 6", expected=1.0, measured=measured, tolerance=1e-12, passed=passed)
+
+
+def test_create_writes_config_and_refuses_existing(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {"width": 3, "lr": 0.5}, run_id="r1", extra={"device": "cpu"})
+    assert run.path == tmp_path / "demo" / "r1" and run.figures.is_dir()
+    cfg = json.loads((run.path / "config.json").read_text())
+    assert cfg["experiment"] == "demo" and cfg["config"] == {"width": 3, "lr": 0.5} and cfg["device"] == "cpu"
+    assert cfg["versions"]["torch"] == torch.__version__
+    assert run.config == cfg
+    with pytest.raises(ConfigError, match=r"run folder .*r1 exists already; pick another run id or use --resume"):
+        RunFolder.create(tmp_path, "demo", {}, run_id="r1")
+    with pytest.raises(MissingFileError, match=r"is not a run folder \(no config.json\)"):
+        RunFolder.open(tmp_path / "demo")
+    assert store.new_run_id() < store.new_run_id()  # sortable ids
+
+
+def test_metrics_rows_appended_and_flushed(tmp_path, monkeypatch):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    for step in range(3):
+        run.log_metrics({"step": step, "cost": 0.1 * step + 0.2, "tensor": torch.tensor(float(step))})
+        # readable by another reader right away, one row per call
+        assert len(_rows(run.path)) == step + 2
+        assert len(synced) == step + 1
+    rows = _rows(run.path)
+    assert rows[0] == ["step", "cost", "tensor"]
+    assert rows[2] == ["1", repr(0.1 * 1 + 0.2), "1.0"]
+    assert float(rows[2][1]) == 0.1 * 1 + 0.2  # shortest round-trip form, exact
+    assert run.num_metric_rows() == 3 and read_metrics(run.path)[0]["step"] == "0"
+
+
+def test_metrics_header_fixed(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    run.log_metrics({"step": 0, "cost": 1.0, "acc": 0.5})
+    run.log_metrics({"step": 1, "cost": 0.5})  # a missing column is left blank
+    with pytest.raises(ConfigError, match=r"metrics row has columns \['extra'\] not in the header \['step', 'cost', 'acc'\]"):
+        run.log_metrics({"step": 2, "extra": 3})
+    # a reopened folder keeps the header of the file
+    again = RunFolder.open(run.path)
+    again.log_metrics({"acc": 0.9, "step": 2, "cost": 0.25})
+    assert _rows(run.path) == [["step", "cost", "acc"], ["0", "1.0", "0.5"], ["1", "0.5", ""], ["2", "0.25", "0.9"]]
+
+
+def test_claims_rewritten_atomically(tmp_path, monkeypatch):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    run.add_claim(_claim("a"))
+    run.add_claim(_claim("b", passed=False, measured=float("nan")))
+    run.add_claim(_claim("a", measured=2.0))  # same id: replaced, not duplicated
+    claims = read_claims(run.path)
+    assert [c["id"] for c in claims] == ["b", "a"]
+    assert claims[0]["measured"] == "nan" and claims[0]["passed"] is False and claims[1]["measured"] == 2.0
+    assert set(claims[0]) == {"id", "claim", "source", "expected", "measured", "tolerance", "passed"}
+    assert [c.id for c in RunFolder.open(run.path).claims] == ["b", "a"]
+    before = (run.path / "claims.json").read_bytes()
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        run.add_claim(_claim("c"))
+    # the old file is intact and the temporary file is gone
+    assert (run.path / "claims.json").read_bytes() == before
+    assert _leftovers(run.path) == []
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "x.txt"
+    for i in range(5):
+        atomic_write_text(target, f"version {i}\n")
+    assert target.read_text() == "version 4\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    run.log_metrics({"step": 0})
+    run.add_claim(_claim("a"))
+    run.save_checkpoint({"step": 0})
+    run.save_checkpoint({"step": 1})
+    assert _leftovers(run.path) == []
+
+
+def test_checkpoint_resume_truncates_later_rows(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    for step in range(3):
+        run.log_metrics({"step": step, "cost": 1.0 / (step + 1)})
+    state = {"step": 2, "theta": torch.arange(4, dtype=torch.float64)}
+    run.save_checkpoint(state)
+    assert "_metrics_rows" not in state  # the caller's dict is not modified
+    for step in range(3, 6):
+        run.log_metrics({"step": step, "cost": 1.0 / (step + 1)})
+    assert run.num_metric_rows() == 6
+    # a crash here; the resumed run sees the checkpoint and only the rows it covers
+    resumed = RunFolder.open(run.path)
+    loaded = resumed.load_checkpoint()
+    assert set(loaded) == {"step", "theta"} and loaded["step"] == 2 and torch.equal(loaded["theta"], state["theta"])
+    assert [r["step"] for r in read_metrics(run.path)] == ["0", "1", "2"]
+    resumed.log_metrics({"step": 3, "cost": 0.25})
+    assert _rows(run.path)[0] == ["step", "cost"] and _rows(run.path)[-1] == ["3", "0.25"]
+    assert RunFolder.create(tmp_path, "demo", {}, run_id="fresh").load_checkpoint() is None
+
+
+def test_bad_files_raise(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    (run.path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataFileError, match=r"checkpoint.pt is not a readable checkpoint"):
+        run.load_checkpoint()
+    (run.path / "claims.json").write_text("[{")
+    with pytest.raises(DataFileError, match=r"claims.json is not valid JSON"):
+        read_claims(run.path)
+    assert read_claims(tmp_path) == []
