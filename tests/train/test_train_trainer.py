@@ -1,0 +1,135 @@
+"""Trainer: loss conventions, one optimizer step by hand, schedules, terminal phase,
+divergence, batching and state checks (no NC measurement here: nc_points=0)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from collapselab.core.data import gaussian_clusters
+from collapselab.core.errors import ConfigError, DivergenceError, EmptyClassError, NonFiniteError, ParameterError, ShapeError
+from collapselab.train import MLP, Checkpoint, TrainConfig, Trainer, log_spaced_epochs
+from collapselab.train._batches import EpochBatches
+
+
+@pytest.fixture(scope="module")
+def data():
+    return gaussian_clusters(3, 20, dim=4, delta=0.5, seed=3)
+
+
+def linear(seed=0, M=4, P=3):
+    torch.manual_seed(seed)
+    return MLP([M, P]).double()
+
+
+def test_mse_epoch_loss_is_the_mean_over_batch_and_outputs(data):
+    T = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 1.0]], dtype=torch.float64)
+    model = linear(P=2)
+    with torch.no_grad():
+        expected = float(((model(data.X) - T[data.labels]) ** 2).sum() / (data.num_samples * 2))
+    rec = Trainer(model, (data.X, data.labels), TrainConfig(epochs=1, loss="mse", batch_size=None, nc_points=0), targets=T).fit()[0]
+    assert math.isclose(rec.train_loss, expected, rel_tol=1e-13)
+
+
+def test_one_full_batch_sgd_step_by_hand(data):
+    lr, wd = 0.3, 0.01
+    model, ref = linear(), linear()
+    W0, b0 = ref.classifier.weight.detach().clone(), ref.classifier.bias.detach().clone()
+    # closed-form gradient of the mean cross-entropy of a linear model: G = (softmax - onehot)/N
+    G = (torch.softmax(data.X @ W0.T + b0, dim=1) - torch.eye(3, dtype=torch.float64)[data.labels]) / data.num_samples
+    W1 = W0 - lr * (G.T @ data.X + wd * W0)
+    b1 = b0 - lr * (G.sum(0) + wd * b0)
+    Trainer(model, (data.X, data.labels), TrainConfig(epochs=1, lr=lr, weight_decay=wd, batch_size=None, nc_points=0)).fit()
+    torch.testing.assert_close(model.classifier.weight.detach(), W1, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(model.classifier.bias.detach(), b1, rtol=1e-13, atol=1e-15)
+
+
+def test_schedules(data):
+    def lrs(schedule, epochs):
+        return [r.lr for r in Trainer(linear(), (data.X, data.labels), TrainConfig(epochs=epochs, lr=1.0, schedule=schedule, batch_size=None, nc_points=0)).fit()]
+
+    step = lrs("phd_step", 9)
+    assert step == pytest.approx([1.0] * 3 + [0.1] * 3 + [0.01] * 3, rel=1e-12)
+    cos = lrs("cosine", 4)
+    assert cos == pytest.approx([0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)], rel=1e-12)
+
+
+def test_terminal_phase_is_the_first_zero_error_epoch(data):
+    recs = Trainer(MLP([4, 16, 3]).double(), (data.X, data.labels), TrainConfig(epochs=30, lr=0.1, batch_size=15, nc_points=0)).fit()
+    zero = [r.epoch for r in recs if r.train_error == 0.0]
+    assert zero, "separable clusters must be fitted in 30 epochs"
+    assert all(r.terminal_epoch == (zero[0] if r.epoch >= zero[0] else None) for r in recs)
+
+
+def test_mse_prediction_is_the_nearest_target(data):
+    T = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    tr = Trainer(linear(P=2), (data.X, data.labels), TrainConfig(epochs=1, loss="mse", nc_points=0), targets=T)
+    out = torch.randn(50, 2, dtype=torch.float64)
+    assert torch.equal(tr.predict(out), torch.cdist(out, T).argmin(dim=1))
+
+
+def test_diverging_learning_rate_is_caught_and_the_last_checkpoint_kept(data, tmp_path):
+    # full-batch GD on the MSE of a linear model is unstable for lr > 2 / lambda_max(Hessian);
+    # at 1.5 x that bound the top mode doubles every step, so the loss blows up after ~10 epochs
+    X1 = torch.cat([data.X, torch.ones(data.num_samples, 1, dtype=torch.float64)], dim=1)
+    lam = 2 * float(torch.linalg.matrix_norm(X1, ord=2)) ** 2 / (data.num_samples * 3)
+    path = tmp_path / "ck.pt"
+    cfg = TrainConfig(epochs=60, loss="mse", lr=1.5 * 2 / lam, momentum=0.0, weight_decay=0.0, batch_size=None, nc_points=0)
+    trainer = Trainer(linear(), (data.X, data.labels), cfg, callbacks=[Checkpoint(path=path)])
+    with pytest.raises(DivergenceError, match=r"diverged at epoch \d+, step 1: the batch loss .* exceeds 1e\+06 x the first batch loss .*lower the learning rate") as err:
+        trainer.fit()
+    state = torch.load(path, weights_only=False)
+    assert 3 <= state["epoch"] < 60
+    assert f"end of epoch {state['epoch']}" in str(err.value)
+    assert all(bool(torch.isfinite(t).all()) for t in state["model"].values())
+    huge = TrainConfig(epochs=50, loss="mse", lr=1e8, momentum=0.0, weight_decay=0.0, batch_size=None, nc_points=0, max_loss_ratio=1e308)
+    with pytest.raises(DivergenceError, match=r"the batch loss (inf|nan) is not finite"):
+        Trainer(linear(), (data.X, data.labels), huge).fit()
+    bad = data.X.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"Trainer: training inputs has 1 non-finite entry, first NaN at index \(0, 0\)"):
+        Trainer(linear(), (bad, data.labels), TrainConfig(epochs=1, nc_points=0))
+    with pytest.raises(EmptyClassError, match="class 1 of Q=3 has no samples"):
+        Trainer(linear(), (data.X, data.labels.clamp(max=0) * 2), TrainConfig(epochs=1, nc_points=0), num_classes=3)
+
+
+def test_state_dict_round_trip_continues_identically(data):
+    cfg = TrainConfig(epochs=6, lr=0.05, batch_size=16, schedule="phd_step", nc_points=0)
+    torch.manual_seed(0)
+    full = [r.train_loss for r in Trainer(MLP([4, 8, 3]).double(), (data.X, data.labels), cfg).fit()]
+    torch.manual_seed(0)
+    first = Trainer(MLP([4, 8, 3]).double(), (data.X, data.labels), cfg)
+    head = [next(first.iterate()).train_loss for _ in range(3)]
+    state = first.state_dict()
+    second = Trainer(MLP([4, 8, 3]).double(), (data.X, data.labels), cfg)  # different init, overwritten
+    second.load_state_dict(state)
+    assert head + [r.train_loss for r in second.fit()] == full
+    with pytest.raises(ConfigError, match="resume with the recorded configuration"):
+        Trainer(MLP([4, 8, 3]).double(), (data.X, data.labels), TrainConfig(epochs=7)).load_state_dict(state)
+
+
+def test_epoch_batches_shard_the_global_batch():
+    single = EpochBatches(23, 6, seed=5)
+    ranks = [EpochBatches(23, 6, seed=5, rank=r, world=3) for r in range(3)]
+    for _ in range(2):
+        glob = single.epoch()
+        parts = [rk.epoch() for rk in ranks]
+        for k, (idx, size) in enumerate(glob):
+            merged = torch.cat([p[k][0] for p in parts])
+            assert sorted(merged.tolist()) == sorted(idx.tolist()) and all(p[k][1] == size for p in parts)
+    assert sorted(torch.cat([rk.shard() for rk in ranks]).tolist()) == list(range(23))
+
+
+def test_log_spaced_epochs_and_config_errors(data):
+    pts = log_spaced_epochs(350, 50)
+    assert pts[0] == 1 and pts[-1] == 350 and 30 <= len(pts) <= 52 and pts == sorted(set(pts))
+    assert log_spaced_epochs(10, 0) == []
+    with pytest.raises(ParameterError, match="TrainConfig: loss must be one of 'cross_entropy', 'mse', got 'hinge'"):
+        TrainConfig(epochs=1, loss="hinge")
+    with pytest.raises(ShapeError, match=r"targets must have shape \(3, P\)"):
+        Trainer(linear(), (data.X, data.labels), TrainConfig(epochs=1, loss="mse"), targets=torch.eye(2))
+    with pytest.raises(ParameterError, match="batch_size 1 is smaller than the 2 processes"):
+        EpochBatches(10, 1, seed=0, world=2)
+    with pytest.raises(ParameterError, match="the model has no parameters"):
+        Trainer(nn.ReLU(), (data.X, data.labels), TrainConfig(epochs=1))
