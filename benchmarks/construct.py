@@ -1,0 +1,134 @@
+"""Benchmark: explicit CE23 construction for N = 10^6 points, Q = M = 10 (issue 4: target < 2 s).
+
+Times, in one process and on the same data,
+
+* ``construct_clustered`` end to end (best of ``--repeats``), and its stages run one by one
+  (boundary check, cluster geometry, admissible mu, cone layers, sector check, output layer
+  and module);
+* two baselines on the same architecture: one forward pass of the constructed module over
+  all points (what it costs merely to evaluate the network), and one full-batch Adam step
+  (forward + backward) from a random initialisation (what one step of training costs);
+* optionally (``--sequential N``) CE24's construction with the LP search on ``N`` points.
+
+Prints the times and the ratios; ``--json`` prints one JSON object instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from collapselab.construct import admissible_mu, cluster_geometry, construct_clustered, construct_sequential
+from collapselab.construct._cones import assemble, check_sectors, cone_layer
+from collapselab.core.cost import weighted_l2
+from collapselab.core.data import check_data, gaussian_clusters, sequentially_separable
+from collapselab.core.network import ReLUNet
+
+
+def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, out = math.inf, None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def _stages(X: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The pipeline of construct_clustered, stage by stage (same calls, same order)."""
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    data = check_data(X, labels, where="benchmark")
+    _ = data.class_means
+    times["check_data+means"] = time.perf_counter() - t
+    t = time.perf_counter()
+    geom = cluster_geometry(data)
+    times["cluster_geometry"] = time.perf_counter() - t
+    t = time.perf_counter()
+    theta = (geom.theta_max + math.pi) / 2
+    lo, D = admissible_mu(geom, theta)
+    mu = -(lo + D) / 2
+    times["admissible_mu"] = time.perf_counter() - t
+    t = time.perf_counter()
+    apexes = geom.means - mu[:, None] * geom.axes
+    hidden = [cone_layer(apexes[j], geom.axes[j], theta) for j in range(data.num_classes)]
+    times["cone_layers"] = time.perf_counter() - t
+    t = time.perf_counter()
+    check_sectors(data, geom.radii, hidden, list(range(data.num_classes)), apexes, where="benchmark", forward_condition="-", collapse_condition="-")
+    times["check_sectors"] = time.perf_counter() - t
+    t = time.perf_counter()
+    W_out = torch.linalg.solve(apexes, data.Y).T
+    assemble(hidden, (W_out, torch.zeros(W_out.shape[0], dtype=W_out.dtype)))
+    times["output+module"] = time.perf_counter() - t
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="number of points N (default 10^6)")
+    parser.add_argument("--q", type=int, default=10, help="number of classes Q = M (default 10)")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions; the best time is reported")
+    parser.add_argument("--sequential", type=int, default=0, help="also time CE24's construction on this many points (0: skip)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    data = gaussian_clusters(args.q, args.n // args.q, delta=0.02, seed=0)
+    X, labels = data.X, data.labels
+    total, result = _best(lambda: construct_clustered(X, labels), args.repeats)
+    stages = _stages(X, labels)
+    with torch.no_grad():
+        forward, out = _best(lambda: result.module(X), args.repeats)
+    measured_cost = float(weighted_l2(out, labels).sqrt())
+
+    net = ReLUNet(result.module.widths)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def adam_step() -> None:
+        opt.zero_grad()
+        weighted_l2(net(X), labels).backward()
+        opt.step()
+
+    adam, _ = _best(adam_step, 1)  # one step is slow and its time is stable
+    report: dict[str, Any] = {
+        "N": int(X.shape[0]),
+        "Q": args.q,
+        "M": args.q,
+        "threads": torch.get_num_threads(),
+        "construct_clustered_s": total,
+        "stages_s": stages,
+        "baseline_forward_s": forward,
+        "baseline_adam_step_s": adam,
+        "ratio_construct_over_forward": total / forward,
+        "ratio_construct_over_adam_step": total / adam,
+        "cost_reported": result.cost,
+        "cost_module": measured_cost,
+        "target_s": 2.0,
+        "meets_target": total < 2.0,
+    }
+    if args.sequential:
+        sdata = sequentially_separable(args.q, args.q, args.sequential // args.q, seed=0)
+        seq, sres = _best(lambda: construct_sequential(sdata.X, sdata.labels, order=list(range(args.q))), 1)
+        greedy, _ = _best(lambda: construct_sequential(sdata.X, sdata.labels, search="greedy"), 1)
+        report.update({"sequential_N": int(sdata.num_samples), "sequential_given_order_s": seq, "sequential_greedy_s": greedy, "sequential_cost": sres.cost})
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"construct_clustered: N={report['N']}, Q=M={args.q}, {report['threads']} threads (best of {args.repeats})")
+    print(f"  total                 {total:8.3f} s   (target < 2 s: {'met' if total < 2 else 'MISSED'})")
+    for name, sec in stages.items():
+        print(f"    {name:20s}{sec:8.3f} s")
+    print(f"  baseline forward pass {forward:8.3f} s   construct / forward   = {total / forward:6.2f}")
+    print(f"  baseline Adam step    {adam:8.3f} s   construct / Adam step = {total / adam:6.2f}")
+    print(f"  cost reported {result.cost:.2e}, cost of module(X) {measured_cost:.2e}")
+    if args.sequential:
+        print(f"construct_sequential: N={report['sequential_N']}: given order {report['sequential_given_order_s']:.3f} s, greedy search {report['sequential_greedy_s']:.3f} s, cost {report['sequential_cost']:.1e}")
+
+
+if __name__ == "__main__":
+    main()

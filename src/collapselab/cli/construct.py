@@ -1,0 +1,76 @@
+"""``collapselab construct KIND FILE.npz [--out net.pt] [--json]``: explicit zero-loss minimizers.
+
+Thin: reads the arrays, calls :func:`collapselab.construct.construct`, saves and prints.
+Bad input raises a :class:`~collapselab.core.errors.CollapseLabError`; the top-level app
+prints ``error: ...`` and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+
+from ..construct import CONSTRUCTIONS, ConstructedNetwork
+from ..construct import construct as build
+from ..core.errors import DataFileError, MissingFileError, UnknownNameError
+
+__all__ = ["construct", "load_arrays"]
+
+
+def load_arrays(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(X, labels, Y or None)`` from an ``.npz`` file; MissingFileError / DataFileError otherwise."""
+    if not file.is_file():
+        raise MissingFileError(f"{file} does not exist; give the path of an .npz file with arrays 'X' and 'labels' (optional 'Y')")
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataFileError(f"{file} is not a readable .npz file ({exc}); save the data with numpy.savez(path, X=..., labels=...)") from None
+    for name in ("X", "labels"):
+        if name not in arrays:
+            have = ", ".join(sorted(arrays)) or "none"
+            raise DataFileError(f"{file} has no array '{name}' (it has: {have}); save it with numpy.savez(path, X=..., labels=...)")
+    return arrays["X"], arrays["labels"], arrays.get("Y")
+
+
+def _describe(result: ConstructedNetwork) -> str:
+    lines = [
+        f"{result.kind} construction: widths {result.module.widths}, {result.num_parameters} parameters, "
+        f"{result.descriptive_parameters} descriptive parameters",
+        f"cost {result.cost:.3e} ({result.cost_definition}); delta_P {result.delta_P:.3e}"
+        + ("" if result.bound is None else f"; bound sqrt(Q)|Y| delta_P = {result.bound:.3e}"),
+    ]
+    for i, layer in enumerate(result.layers, start=1):
+        if layer.collapses_class is None:
+            lines.append(f"layer {i}: identity on the training data")
+        else:
+            point = ", ".join(f"{v:.4g}" for v in layer.collapse_point.tolist())
+            angle = "" if layer.cone_angle is None else f", cone angle {math.degrees(layer.cone_angle):.1f} deg"
+            lines.append(f"layer {i}: collapses class {layer.collapses_class} to ({point}) (mu {layer.mu:.4g}{angle})")
+    return "\n".join(lines)
+
+
+def construct(
+    kind: str = typer.Argument(..., help="clustered | clustered-wide | sequential | shallow"),
+    file: Path = typer.Argument(..., help="an .npz file with arrays X (N, M), labels (N,) and optionally Y (Q, P)"),
+    out: Path | None = typer.Option(None, "--out", help="save the network with torch.save(module, OUT)"),
+    json_output: bool = typer.Option(False, "--json", help="print one JSON object (cost, layers, delta_P, ...) and nothing else"),
+) -> None:
+    """Build an explicit minimizer of the training cost and explain every layer (spec/chen.md 2-4)."""
+    if kind not in CONSTRUCTIONS:
+        raise UnknownNameError(f"construct: unknown kind {kind!r}; known kinds: {', '.join(CONSTRUCTIONS)}")
+    X, labels, Y = load_arrays(file)
+    result = build(kind, X, labels, Y)
+    if out is not None:
+        torch.save(result.module, out)
+    if json_output:
+        typer.echo(json.dumps(result.as_dict()))
+    else:
+        typer.echo(_describe(result))
+        if out is not None:
+            typer.echo(f"saved the module to {out}")
