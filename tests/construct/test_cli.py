@@ -69,4 +69,4 @@ def test_errors(tmp_path) -> None:
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
     res = runner.invoke(app, ["construct", "shallow", str(junk)])
-    assert isinstance(res.exception, DataFileError) and "is not a readable .npz file" in str(res.exception)
+    assert isinstance(res.exception, DataFileError) and "is not an .npz archive" in str(res.exception)

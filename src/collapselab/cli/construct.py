@@ -11,31 +11,15 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import typer
 
 from ..construct import CONSTRUCTIONS, ConstructedNetwork
 from ..construct import construct as build
-from ..core.errors import DataFileError, MissingFileError, UnknownNameError
+from ..core.data import read_npz
+from ..core.errors import MissingFileError, UnknownNameError
 
-__all__ = ["construct", "load_arrays"]
-
-
-def load_arrays(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(X, labels, Y or None)`` from an ``.npz`` file; MissingFileError / DataFileError otherwise."""
-    if not file.is_file():
-        raise MissingFileError(f"{file} does not exist; give the path of an .npz file with arrays 'X' and 'labels' (optional 'Y')")
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataFileError(f"{file} is not a readable .npz file ({exc}); save the data with numpy.savez(path, X=..., labels=...)") from None
-    for name in ("X", "labels"):
-        if name not in arrays:
-            have = ", ".join(sorted(arrays)) or "none"
-            raise DataFileError(f"{file} has no array '{name}' (it has: {have}); save it with numpy.savez(path, X=..., labels=...)")
-    return arrays["X"], arrays["labels"], arrays.get("Y")
+__all__ = ["construct"]
 
 
 def _describe(result: ConstructedNetwork) -> str:
@@ -64,8 +48,10 @@ def construct(
     """Build an explicit minimizer of the training cost and explain every layer (spec/chen.md 2-4)."""
     if kind not in CONSTRUCTIONS:
         raise UnknownNameError(f"construct: unknown kind {kind!r}; known kinds: {', '.join(CONSTRUCTIONS)}")
-    X, labels, Y = load_arrays(file)
-    result = build(kind, X, labels, Y)
+    if out is not None and not out.parent.is_dir():
+        raise MissingFileError(f"construct: folder {out.parent} for --out does not exist; create it first")
+    arrays = read_npz(file, ("X", "labels"), ("Y",), where="construct")
+    result = build(kind, arrays["X"], arrays["labels"], arrays.get("Y"))
     if out is not None:
         torch.save(result.module, out)
     if json_output:

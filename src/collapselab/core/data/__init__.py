@@ -20,6 +20,7 @@ from .loaders import (
     load_wine,
     make_mnist1d,
     read_idx,
+    read_npz,
     select_classes,
 )
 
@@ -48,5 +49,6 @@ __all__ = [
     "load_wine",
     "make_mnist1d",
     "read_idx",
+    "read_npz",
     "select_classes",
 ]

@@ -26,6 +26,7 @@ import gzip
 import logging
 import math
 import random
+import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ __all__ = [
     "load_wine",
     "make_mnist1d",
     "read_idx",
+    "read_npz",
     "select_classes",
 ]
 
@@ -411,6 +413,35 @@ def load_fashion_mnist(
 # -- user arrays -----------------------------------------------------------------------
 
 
+def read_npz(path: str | Path, required: Sequence[str], optional: Sequence[str] = (), *, where: str = "read_npz") -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` archive: every ``required`` one (else DataFileError
+    naming the missing array and the ones present) and those ``optional`` ones it has.
+    Pickled object arrays are refused (``allow_pickle=False``); a missing file is a
+    MissingFileError. The one reader behind :func:`load_npz` and the CLI's ``.npz`` inputs.
+    """
+    p = _existing_file(path, where, "file")
+    savez = f"np.savez(path, {'=..., '.join(required)}=...)"
+    with open(p, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataFileError(f"{where}: {p} holds a single array, not an .npz archive; save with {savez}")
+    if magic[:4] != b"PK\x03\x04":
+        raise DataFileError(f"{where}: {p} is not an .npz archive (no zip header); save with {savez}")
+    try:
+        archive = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataFileError(f"{where}: {p} is not a readable .npz archive ({exc}); save with {savez}") from None
+    with archive:
+        keys = list(archive.files)
+        for key in required:
+            if key not in keys:
+                raise DataFileError(f"{where}: {p.name} has no array {key!r} (arrays: {', '.join(keys) or 'none'})")
+        try:
+            return {k: archive[k] for k in (*required, *optional) if k in keys}
+        except ValueError as exc:
+            raise DataFileError(f"{where}: {p} holds an array that cannot be read without pickle ({exc}); store plain numeric arrays") from None
+
+
 def load_npz(
     path: str | Path,
     x_key: str = "X",
@@ -421,29 +452,13 @@ def load_npz(
 ) -> ClassificationData:
     """Arrays ``x_key`` (N, M) and ``labels_key`` (N,) from an ``.npz`` archive, plus
     ``y_key`` (Q, P) if the archive has it (otherwise ``Y`` is the identity; ``y_key=None``
-    ignores it). The layout of :meth:`ClassificationData.to_numpy`. Pickled object
-    arrays are refused (``allow_pickle=False``).
+    ignores it). The layout of :meth:`ClassificationData.to_numpy`.
     """
     where = "load_npz"
     _check_dtype(dtype, where)
-    p = _existing_file(path, where, "file")
-    try:
-        archive = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataFileError(f"{where}: {p} is not a readable .npz archive ({exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataFileError(f"{where}: {p} holds a single array, not an .npz archive; save with np.savez(path, {x_key}=..., {labels_key}=...)")
-    with archive:
-        keys = list(archive.files)
-        for key in (x_key, labels_key):
-            if key not in keys:
-                raise DataFileError(f"{where}: {p} has no array {key!r} (arrays: {', '.join(keys) or 'none'}); pass x_key=/labels_key=")
-        try:
-            X, labels = archive[x_key], archive[labels_key]
-            Y = archive[y_key] if y_key is not None and y_key in keys else None
-        except ValueError as exc:
-            raise DataFileError(f"{where}: {p} holds an array that cannot be read without pickle ({exc}); store plain numeric arrays") from None
-    return check_data(X, labels, Y, dtype=dtype, name=p.stem, where=f"{where}({p.name})")
+    arrays = read_npz(path, (x_key, labels_key), () if y_key is None else (y_key,), where=where)
+    name = Path(path).name
+    return check_data(arrays[x_key], arrays[labels_key], arrays.get(y_key) if y_key else None, dtype=dtype, name=Path(path).stem, where=f"{where}({name})")
 
 
 def load_pt(
