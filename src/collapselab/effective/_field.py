@@ -34,8 +34,11 @@ class EffectiveField:
 class Flow(Protocol):
     """What :func:`collapselab.effective.integrate` needs from a flow."""
 
-    def field(self, state: EffectiveState) -> EffectiveField:
-        """The right-hand side at ``state``."""
+    def pattern(self, state: EffectiveState) -> torch.Tensor:
+        """The activation pattern (bool tensor) on which the field depends discontinuously."""
+
+    def field(self, state: EffectiveState, pattern: torch.Tensor | None = None) -> EffectiveField:
+        """The right-hand side at ``state`` (with ``pattern`` frozen if given)."""
 
     def loss(self, state: EffectiveState) -> torch.Tensor:
         """The loss the flow descends (0-d tensor)."""

@@ -61,14 +61,15 @@ class EffectiveState:
         return float((self.R.transpose(1, 2) @ self.R - eye).abs().max())
 
 
-def make_state(beta: Any, R: Any, W_out: Any = None, b_out: Any = None, *, atol: float = ORTHOGONALITY_TOL) -> EffectiveState:
-    """Validate and build an :class:`EffectiveState` (float64 unless ``beta`` is another float tensor).
+def make_state(
+    beta: Any, R: Any, W_out: Any = None, b_out: Any = None, *, atol: float = ORTHOGONALITY_TOL, dtype: torch.dtype = torch.float64
+) -> EffectiveState:
+    """Validate and build an :class:`EffectiveState` of ``dtype`` (float64 by default) on ``beta``'s device.
 
     beta: ``(L, Q)``; R: ``(L, Q, Q)`` with every ``R_l`` orthogonal to ``atol``;
     W_out: ``(Q, Q)`` invertible (default identity); b_out: ``(Q,)`` (default 0, as in the paper).
     """
     where = "make_state"
-    dtype = beta.dtype if isinstance(beta, torch.Tensor) and beta.is_floating_point() else torch.float64
     b = check_finite(as_tensor(beta, "beta", where, dtype=dtype), "beta", where)
     if b.ndim != 2:
         raise ShapeError(f"{where}: beta must be (L, Q), got shape {tuple(b.shape)}")
