@@ -1,0 +1,98 @@
+"""Toy-model flows (seed 002): back-propagation, Lemma 9 and eq. 8 along the flow, equal growth."""
+
+import math
+
+import pytest
+import torch
+
+from collapselab.core.errors import AssumptionError, ShapeError
+from collapselab.toy import equal_growth, lemma9_loss, output_gradients, rho_eq, toy_flow, unnormalised_flow, unnormalised_rho_rate
+from collapselab.toy.dynamics import bias_free_forward
+
+
+def _problem(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(6, 3, dtype=torch.float64, generator=g)
+    X = X / torch.linalg.norm(X, dim=1, keepdim=True)
+    y = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    Ws = [torch.randn(5, 3, dtype=torch.float64, generator=g), torch.randn(5, 5, dtype=torch.float64, generator=g), torch.randn(1, 5, dtype=torch.float64, generator=g)]
+    return Ws, X, y
+
+
+def test_output_gradients_match_autograd():
+    Ws, X, y = _problem(1)
+    coeff = torch.randn(6, dtype=torch.float64)
+    f, grads = output_gradients(Ws, X, coeff)
+    leaves = [W.clone().requires_grad_(True) for W in Ws]
+    ref = torch.autograd.grad((coeff * bias_free_forward(leaves, X)).sum(), leaves)
+    torch.testing.assert_close(f, bias_free_forward(Ws, X), rtol=0, atol=0)
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_normalised_flow_obeys_eq8_and_lemma9(reduction):
+    Ws, X, y = _problem()
+    V0 = [W / torch.linalg.norm(W) for W in Ws]
+    lam, N = 0.05, X.shape[0]
+    s = 1.0 if reduction == "mean" else N  # the summed flow runs N times faster
+    h = 0.01 / s
+    t = torch.linspace(0.0, 2.0 / s, 201, dtype=torch.float64)  # output every step
+    tr = toy_flow(V0, 0.5, X, y, t, lam=lam, reduction=reduction, step_size=h)
+    assert float((tr.rho_k - 1).abs().max()) <= 1e-14
+    rho_dot = (tr.rho[2:] - tr.rho[:-2]) / (2 * h)
+    predicted = 2 * s * (tr.mu - tr.rho * (tr.second_moment + lam / s))  # eq. 8 (summed: lam/N)
+    # away from ReLU kinks the error is the O(h^2) of central differences; where a unit
+    # crosses its kink RK4 is only O(h) accurate, hence the looser bound on the maximum
+    err = (rho_dot - predicted[1:-1]).abs() / float(predicted.abs().max())
+    assert float(err.median()) <= 1e-5
+    assert float(err.max()) <= 1e-3
+    lemma9 = lemma9_loss(tr.rho[1:-1], tr.mu[1:-1], rho_dot, reduction=reduction, num_samples=N)
+    err9 = (lemma9 - tr.loss[1:-1]).abs() / float(tr.loss.abs().max())
+    assert float(err9.median()) <= 1e-6
+    assert float(err9.max()) <= 1e-4
+    assert bool((tr.loss[1:] <= tr.loss[:-1] + 1e-12).all())  # a gradient flow decreases its loss
+
+
+def test_normalised_flow_settles_at_rho_eq_with_weight_decay():
+    # a configuration whose flow reaches a critical point (others keep drifting for long)
+    Ws, X, y = _problem(1)
+    V0 = [W / torch.linalg.norm(W) for W in Ws]
+    lam = 0.5
+    tr = toy_flow(V0, 0.01, X, y, torch.linspace(0.0, 60.0, 4, dtype=torch.float64), lam=lam, step_size=0.05)
+    eq = rho_eq(float(tr.mu[-1]), float(tr.second_moment[-1]), lam)
+    assert float(tr.rho[-1]) == pytest.approx(eq, rel=1e-6)
+    assert abs(float(tr.rho[0]) / rho_eq(float(tr.mu[0]), float(tr.second_moment[0]), lam) - 1) > 0.5
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.2])
+def test_unnormalised_flow_equal_growth_and_rho_rate(lam):
+    Ws, X, y = _problem(2)
+    h = 0.002
+    t = torch.linspace(0.0, 0.4, 201, dtype=torch.float64)
+    tr = unnormalised_flow(Ws, X, y, t, lam=lam, step_size=h)
+    gaps = tr.rho_k.square() - tr.rho_k[:, :1].square()
+    predicted = equal_growth(gaps[0], lam, t[:, None])
+    assert float((gaps - predicted).abs().max()) <= 1e-6 * float(gaps[0].abs().max())
+    rate_fd = (tr.rho[2:] - tr.rho[:-2]) / (2 * h)
+    rate = torch.tensor([unnormalised_rho_rate(tr.rho_k[i], float(tr.mu[i]), float(tr.second_moment[i]), lam) for i in range(1, t.numel() - 1)], dtype=torch.float64)
+    assert float((rate_fd - rate).abs().max()) <= 1e-4 * float(rate.abs().max())
+    assert bool((tr.loss[1:] <= tr.loss[:-1] + 1e-12).all())
+    if lam > 0:
+        assert float(gaps[-1, 1].abs()) < float(gaps[0, 1].abs())
+
+
+def test_flows_reject_bad_input():
+    Ws, X, y = _problem()
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    with pytest.raises(AssumptionError, match="expected 1; pass W_k/|W_k|_F"):
+        toy_flow(Ws, 1.0, X, y, t)
+    with pytest.raises(ShapeError, match="entries \\+1 or -1"):
+        unnormalised_flow(Ws, X, y * 2, t)
+    with pytest.raises(ShapeError, match="weights\\[1\\] has 5 columns, expected 3"):
+        unnormalised_flow([Ws[0][:3], Ws[1], Ws[2]], X, y, t)
+    with pytest.raises(ShapeError, match="increasing"):
+        unnormalised_flow(Ws, X, y, torch.tensor([0.0, 0.0]))
+    with pytest.raises(ShapeError, match="one row"):
+        unnormalised_flow(Ws[:2], X, y, t)
+    assert math.isfinite(float(unnormalised_flow(Ws, X, y, t, step_size=0.1).rho[-1]))
