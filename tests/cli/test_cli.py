@@ -85,3 +85,41 @@ def test_reproduce_and_report_build_html(tmp_path):
     out = tmp_path / "again.html"
     res = invoke("report", str(tmp_path), "--output", str(out))
     assert res.exit_code == 0 and out.exists() and "8 of 8 claims passed" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("metrics", "/nonexistent/feats.npz"), "error: metrics: file /nonexistent/feats.npz does not exist"),
+        (("construct", "clustered", "/nonexistent/data.npz"), "error: construct: file /nonexistent/data.npz does not exist"),
+        (("construct", "spiral", "/nonexistent/data.npz"), "unknown kind 'spiral'"),
+    ],
+)
+def test_data_commands_report_bad_input_in_one_line(args, message):
+    res = invoke(*args)
+    assert res.exit_code == 1 and message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_metrics_and_construct_json_on_stdout(tmp_path):
+    import numpy as np
+
+    from collapselab.core.data import etf_features, gaussian_clusters
+
+    feats, M = etf_features(4, 6, 5, sigma=0.0, seed=1)
+    np.savez(tmp_path / "f.npz", features=feats.X.numpy(), labels=feats.labels.numpy(), weights=M.numpy())
+    res = invoke("metrics", str(tmp_path / "f.npz"), "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["num_classes"] == 4 and abs(doc["nc1"]) < 1e-12 and abs(doc["nc3"]) < 1e-12
+    data = gaussian_clusters(3, 6, delta=0.02, seed=2)
+    np.savez(tmp_path / "d.npz", **data.to_numpy())
+    res = invoke("construct", "clustered", str(tmp_path / "d.npz"), "--json", "--out", str(tmp_path / "net.pt"))
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["cost"] < 1e-12 and len(doc["layers"]) == 3
+    import torch
+
+    net = torch.load(tmp_path / "net.pt", weights_only=False)
+    out = net(data.X).detach()
+    assert float((out - data.Y[data.labels]).abs().max()) < 1e-10

@@ -9,6 +9,8 @@ import typer
 
 from ._errors import cli_errors
 from ._experiments import list_experiments, reproduce, report, run
+from .construct import construct
+from .metrics import metrics
 
 __all__ = ["app", "main"]
 
@@ -23,6 +25,8 @@ app.command("list")(cli_errors(list_experiments))
 app.command("run")(cli_errors(run))
 app.command("reproduce")(cli_errors(reproduce))
 app.command("report")(cli_errors(report))
+app.command("metrics")(cli_errors(metrics))
+app.command("construct")(cli_errors(construct))
 
 
 def main() -> None:

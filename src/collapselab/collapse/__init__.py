@@ -1,0 +1,46 @@
+"""Neural-collapse measurement (spec/neural_collapse.md): exact, streaming, distributed.
+
+The vocabulary: the metric functions on in-memory ``(features, labels)``, the streaming
+accumulator :class:`CollapseStatistics` (update / merge / all_reduce / report), the report
+object :class:`CollapseReport`, and :class:`CollapseTracker` / :func:`measure` for any
+``nn.Module``. Figures live in :mod:`collapselab.collapse.plots`.
+
+Example::
+
+    from collapselab.collapse import measure
+    report = measure(model, loader, num_classes=10)   # the input of the last nn.Linear
+    print(report.nc1, report.nc4, report.as_dict())
+"""
+
+from ._functions import NC2, cdnv, class_moments, collapse_report, mse_decomposition, nc1, nc2, nc3, nc4, principal_angles
+from ._labels import map_labels
+from ._margins import MarginStats, margin_statistics
+from ._metrics import MSEDecomposition
+from ._report import REPORT_KEYS, CollapseReport
+from ._streaming import ClassMoments, CollapseStatistics, SampleSums
+from ._tracker import CollapseTracker, last_linear, measure
+
+__all__ = [
+    "ClassMoments",
+    "CollapseReport",
+    "CollapseStatistics",
+    "CollapseTracker",
+    "MSEDecomposition",
+    "MarginStats",
+    "NC2",
+    "REPORT_KEYS",
+    "SampleSums",
+    "cdnv",
+    "class_moments",
+    "collapse_report",
+    "last_linear",
+    "map_labels",
+    "margin_statistics",
+    "measure",
+    "mse_decomposition",
+    "nc1",
+    "nc2",
+    "nc3",
+    "nc4",
+    "principal_angles",
+]

@@ -1,0 +1,264 @@
+"""Public metric functions on in-memory ``(features, labels)``.
+
+Each runs the exact two-pass measurement (class means first, then statistics shifted by
+those means, so nothing cancels) through :class:`CollapseStatistics`, in chunks of rows so
+memory stays ``O(chunk d + C d + d^2)``.
+
+Labels: with ``num_classes=None`` (default) the distinct label values, sorted, are the
+classes (``{3, 7, 9}`` -> classes 0, 1, 2; row ``k`` of a classifier belongs to the
+``k``-th smallest value), so only present classes exist. With ``num_classes=C`` labels
+must lie in ``[0, C)`` and a class without samples is an :class:`EmptyClassError`. With a
+classifier of ``C`` rows and ``num_classes=None``, labels inside ``[0, C)`` index its rows
+directly (a missing class is then an EmptyClassError).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from ..core.errors import NonFiniteError, ShapeError
+from ..core.validation import Interval, OneOf, check_finite, check_matrix, check_param
+from . import _metrics as m
+from ._labels import check_features, map_labels
+from ._report import CollapseReport
+from ._streaming import ClassMoments, CollapseStatistics, check_all_classes
+
+__all__ = [
+    "NC2",
+    "class_moments",
+    "collapse_report",
+    "nc1",
+    "cdnv",
+    "nc2",
+    "nc3",
+    "nc4",
+    "principal_angles",
+    "mse_decomposition",
+]
+
+_CHUNK = 8192  # rows per update: bounds the float64 copies, keeps the Gram GEMM efficient
+
+
+class NC2(NamedTuple):
+    """NC2 of one set of vectors (centred class means or classifier rows)."""
+
+    equinorm: float
+    equiangular: float
+    etf_error: float
+
+
+def _classes_for(labels: Any, num_classes: int | None, weight_rows: int | None, where: str) -> tuple[int, torch.Tensor | None]:
+    """``(C, classes)``: ``classes`` is None when labels already index ``[0, C)``."""
+    if num_classes is not None:
+        check_param("num_classes", num_classes, Interval(int, 1), where)
+        return int(num_classes), None
+    mapped, classes = map_labels(labels, where)
+    if weight_rows is not None and int(classes.numel()) != weight_rows:
+        if int(classes[0]) >= 0 and int(classes[-1]) < weight_rows:
+            return weight_rows, None  # labels index the classifier's rows: the empty class is reported
+        raise ShapeError(
+            f"{where}: labels contain {classes.numel()} distinct classes but weights has {weight_rows} rows; "
+            "pass a classifier with one row per class"
+        )
+    return int(classes.numel()), classes
+
+
+def _passes(
+    features: Any,
+    labels: Any,
+    num_classes: int | None,
+    weights: Any | None,
+    bias: Any | None,
+    where: str,
+    *,
+    per_sample: bool = True,
+) -> CollapseStatistics:
+    """Two passes: means (counts and sums only), then statistics shifted by them (with the
+    per-sample rules unless ``per_sample=False``)."""
+    h = check_features(features, where, finite=False)  # checked per chunk by update()
+    rows = None
+    if weights is not None:
+        w_shape = tuple(weights.shape) if hasattr(weights, "shape") else tuple(torch.as_tensor(weights).shape)
+        rows = w_shape[0] if len(w_shape) == 2 else None
+    C, classes = _classes_for(labels, num_classes, rows, where)
+    lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
+    if lab.ndim != 1:
+        raise ShapeError(f"{where}: labels must be 1-D of length N, got shape {tuple(lab.shape)}")
+    if lab.shape[0] != h.shape[0]:
+        raise ShapeError(f"{where}: labels has length {lab.shape[0]} but features has {h.shape[0]} rows; pass one label per sample")
+
+    def feed(stats: CollapseStatistics) -> CollapseStatistics:
+        try:
+            for start in range(0, h.shape[0], _CHUNK):
+                stats.update(h[start : start + _CHUNK], lab[start : start + _CHUNK])
+        except NonFiniteError:
+            check_finite(h, "features", where)  # name the entry by its index in the whole array
+            raise
+        return stats
+
+    first = feed(CollapseStatistics(C, classes=classes, covariance=False, device=h.device))
+    check_all_classes(first.counts, first.classes, where)
+    return feed(CollapseStatistics(C, classes=classes, means=first.means(), weights=weights, bias=bias, per_sample=per_sample))
+
+
+def class_moments(features: Any, labels: Any, *, num_classes: int | None = None) -> ClassMoments:
+    """Counts, means, ``Sigma_W`` and per-class variances (:class:`ClassMoments`), exact two-pass.
+    features: (N, d) any floating dtype (accumulated in float64); labels: (N,) integers."""
+    return _moments(features, labels, num_classes, "class_moments")
+
+
+def _moments(features: Any, labels: Any, num_classes: int | None, where: str) -> ClassMoments:
+    return _passes(features, labels, num_classes, None, None, where, per_sample=False).moments()
+
+
+def collapse_report(
+    features: Any,
+    labels: Any,
+    weights: Any | None = None,
+    bias: Any | None = None,
+    *,
+    num_classes: int | None = None,
+    rtol: float | None = None,
+    global_mean: str = "unweighted",
+    center_weights: bool = False,
+) -> CollapseReport:
+    """Every metric (:class:`CollapseReport`) of ``features`` (N, d) with ``labels`` (N,) and an
+    optional classifier ``weights`` (C, d), ``bias`` (C,).
+
+    Options: ``rtol`` the relative singular-value cut for the rank of ``M~`` (default
+    ``max(C, d) eps``); ``global_mean`` ``"unweighted"`` (PHD, mean of class means) or
+    ``"weighted"`` (sample mean); ``center_weights`` subtracts the mean classifier row before
+    NC2 of the weights (canonical: not centred, as PHD).
+    """
+    stats = _passes(features, labels, num_classes, weights, bias, "collapse_report")
+    return stats.report(rtol=rtol, global_mean=global_mean, center_weights=center_weights)
+
+
+def nc1(
+    features: Any,
+    labels: Any,
+    *,
+    num_classes: int | None = None,
+    variant: str = "span",
+    global_mean: str = "unweighted",
+    rtol: float | None = None,
+) -> float:
+    """NC1 (PHD 2020; spec "NC1").
+
+    ``variant="span"`` (canonical): ``Tr(Sigma_W Sigma_B^+)/C`` computed in the span of ``M~``
+    (:func:`~collapselab.collapse._metrics.nc1_span`; the rank is in :func:`collapse_report`);
+    ``"trace_ratio"``: ``Tr Sigma_W / Tr Sigma_B``. Zero iff within-class variability vanishes.
+    """
+    where = "nc1"
+    check_param("variant", variant, OneOf(["span", "trace_ratio"]), where)
+    check_param("global_mean", global_mean, OneOf(["unweighted", "weighted"]), where)
+    mom = _moments(features, labels, num_classes, where)
+    mc = mom.centred_means(global_mean)
+    if variant == "trace_ratio":
+        return m.nc1_trace_ratio(mom.sigma_w, mc)
+    tol = m.default_rtol(mom.num_classes, mom.dim) if rtol is None else check_param("rtol", rtol, Interval(float, 0.0, 1.0, closed="left"), where)
+    return m.nc1_span(mom.sigma_w, *m.row_basis(mc, tol, null=mom.centring_null(global_mean)))
+
+
+def cdnv(features: Any, labels: Any, *, num_classes: int | None = None, ddof: int = 0, exponent: float = 2.0) -> float:
+    """Class-distance normalised variance (Galanti et al. 2022), mean over unordered class pairs
+    of ``(var_c + var_c') / (2 |mu_c - mu_c'|^exponent)``; ``var_c`` divides by ``N_c - ddof``
+    (canonical ``ddof=0``, ``exponent=2``)."""
+    where = "cdnv"
+    check_param("ddof", ddof, OneOf([0, 1]), where)
+    check_param("exponent", exponent, Interval(float, 0.0, closed="neither"), where)
+    mom = _moments(features, labels, num_classes, where)
+    if ddof and bool((mom.counts <= ddof).any()):
+        c = int(torch.nonzero(mom.counts <= ddof)[0])
+        raise ShapeError(f"{where}: class {int(mom.classes[c])} has {int(mom.counts[c])} sample; ddof=1 needs at least 2 per class (use ddof=0)")
+    return m.cdnv_pairs(mom, ddof=ddof, exponent=exponent)
+
+
+def nc2(
+    features: Any,
+    labels: Any,
+    weights: Any | None = None,
+    *,
+    num_classes: int | None = None,
+    of: str = "means",
+    global_mean: str = "unweighted",
+    center_weights: bool = False,
+) -> NC2:
+    """NC2 (PHD 2020; spec "NC2"): equinorm (std/mean of norms, Bessel std), equiangularity
+    (``mean_{c != c'} |cos + 1/(C-1)|``) and ETF error of the Gram, for the centred class means
+    (``of="means"``) or the classifier rows (``of="weights"``; not centred unless
+    ``center_weights``)."""
+    where = "nc2"
+    check_param("of", of, OneOf(["means", "weights"]), where)
+    if of == "weights":
+        if weights is None:
+            raise ShapeError(f"{where}: of='weights' needs the classifier; pass weights (C, d)")
+        rep = collapse_report(features, labels, weights, num_classes=num_classes, global_mean=global_mean, center_weights=center_weights)
+        return NC2(rep.nc2_equinorm_weights, rep.nc2_equiangular_weights, rep.nc2_etf_error_weights)
+    check_param("global_mean", global_mean, OneOf(["unweighted", "weighted"]), where)
+    mc = _moments(features, labels, num_classes, where).centred_means(global_mean)
+    return NC2(m.equinorm(mc), m.equiangularity(mc), m.etf_error(mc @ mc.T))
+
+
+def nc3(
+    features: Any,
+    labels: Any,
+    weights: Any,
+    *,
+    num_classes: int | None = None,
+    variant: str = "phd",
+    global_mean: str = "unweighted",
+    rtol: float | None = None,
+) -> float:
+    """NC3, self-duality (spec "NC3"). ``variant="phd"`` (canonical):
+    ``|W/|W|_F - M~/|M~|_F|_F^2``; ``"self_duality"``: ETF error of ``W M~^T``;
+    ``"principal_angles"``: the largest principal angle (radians) between the row spaces of
+    ``W`` and ``M~`` (all angles: :func:`principal_angles`). weights: (C, d)."""
+    where = "nc3"
+    check_param("variant", variant, OneOf(["phd", "self_duality", "principal_angles"]), where)
+    rep = collapse_report(features, labels, weights, num_classes=num_classes, global_mean=global_mean, rtol=rtol)
+    return {"phd": rep.nc3, "self_duality": rep.nc3_self_duality_error, "principal_angles": rep.nc3_max_principal_angle}[variant]
+
+
+def principal_angles(
+    features: Any, labels: Any, weights: Any, *, num_classes: int | None = None, rtol: float | None = None
+) -> torch.Tensor:
+    """All principal angles (radians, ascending, float64) between the row space of the
+    classifier ``W`` (C, d) and that of the centred class means ``M~``."""
+    where = "principal_angles"
+    mom = _moments(features, labels, num_classes, where)
+    W = check_matrix(weights, "weights", where, shape=(mom.num_classes, mom.dim), device=mom.means.device)
+    tol = m.default_rtol(mom.num_classes, mom.dim) if rtol is None else check_param("rtol", rtol, Interval(float, 0.0, 1.0, closed="left"), where)
+    return m.row_space_angles(m.row_basis(W, tol)[1], m.row_basis(mom.centred_means(), tol, null=mom.centring_null())[1])
+
+
+def nc4(features: Any, labels: Any, weights: Any, bias: Any | None = None, *, num_classes: int | None = None) -> float:
+    """NC4 (PHD 2020; spec "NC4"): fraction of samples where ``argmax_c (W h + b)_c`` differs from
+    the nearest class mean ``argmin_c |h - mu_c|``. The bias is included when given."""
+    return collapse_report(features, labels, weights, bias, num_classes=num_classes).nc4
+
+
+def mse_decomposition(
+    features: Any,
+    labels: Any,
+    weights: Any,
+    bias: Any | None = None,
+    *,
+    weight_decay: float,
+    targets: Any | None = None,
+    num_classes: int | None = None,
+) -> m.MSEDecomposition:
+    """HPD 2022 decomposition of the regularised MSE loss into ``L_NC1 + L_NC2/3 + L_perp``
+    (:func:`~collapselab.collapse._metrics.mse_decomposition_terms` gives the formulas; the
+    penalty is ``(weight_decay/2)(|W|_F^2 + |b|^2)``). targets: (C, C), row ``c`` the target
+    of class ``c``, default the identity (one-hot)."""
+    where = "mse_decomposition"
+    check_param("weight_decay", weight_decay, Interval(float, 0.0), where)
+    mom = _moments(features, labels, num_classes, where)
+    C, d = mom.num_classes, mom.dim
+    W = check_matrix(weights, "weights", where, shape=(C, d), device=mom.means.device)
+    b = None if bias is None else check_matrix(torch.as_tensor(bias).reshape(1, -1), "bias", where, shape=(1, C), device=W.device).reshape(-1)
+    Y = torch.eye(C, dtype=torch.float64, device=W.device) if targets is None else check_matrix(targets, "targets", where, shape=(C, C), device=W.device)
+    return m.mse_decomposition_terms(mom, W, b, weight_decay, Y)
