@@ -19,6 +19,14 @@ __all__ = ["list_experiments", "run", "reproduce", "report"]
 log = logging.getLogger("collapselab.cli")
 
 Out = Annotated[Path, typer.Option("--out", help="Root folder of the run folders.")]
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="CPU threads for torch (default: 1 with --quick, whose problems are too small to gain from more; otherwise torch's default)."),
+]
+
+
+def _threads(threads: int | None, quick: bool) -> int | None:
+    return 1 if threads is None and quick else threads
 
 
 def list_experiments() -> None:
@@ -43,10 +51,11 @@ def run(
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     quick: Annotated[bool, typer.Option("--quick", help="Run the small variant (about a minute or less on CPU).")] = False,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run folder from its last checkpoint.")] = None,
+    threads: Threads = None,
 ) -> None:
     """Run one experiment into a new run folder and print the verdict of every claim."""
     get_experiment(name)  # unknown names fail before anything is created
-    result = run_experiment(name, parse_overrides(set_ or []), out=out, device=device, quick=quick, resume=resume)
+    result = run_experiment(name, parse_overrides(set_ or []), out=out, device=device, quick=quick, resume=resume, threads=_threads(threads, quick))
     typer.echo(f"run folder: {result.path}")
     _finish([summarise(result.path)])
 
@@ -56,6 +65,7 @@ def reproduce(
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these experiments (repeatable).")] = None,
     out: Out = Path("runs"),
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    threads: Threads = None,
 ) -> None:
     """Run all experiments (or --only some), then write one HTML report with every claim."""
     names = list(only) if only else list(experiments())
@@ -65,7 +75,7 @@ def reproduce(
     for n in names:
         typer.echo(f"[{len(runs) + 1}/{len(names)}] {n}{' (quick)' if quick else ''}", err=True)
         try:
-            result = run_experiment(n, out=out, device=device, quick=quick)
+            result = run_experiment(n, out=out, device=device, quick=quick, threads=_threads(threads, quick))
             runs.append(summarise(result.path))
         except Exception as exc:  # one broken experiment must not lose the others' finished work
             log.debug("experiment %s failed", n, exc_info=True)

@@ -245,10 +245,17 @@ def run_experiment(
     quick: bool = False,
     resume: Path | str | None = None,
     show_progress: bool | None = None,
+    threads: int | None = None,
 ) -> RunResult:
-    """Run one experiment into a fresh run folder (or continue ``resume``) and return its claims."""
+    """Run one experiment into a fresh run folder (or continue ``resume``) and return its claims.
+
+    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards); ``None``
+    keeps the current setting. Results are bit-reproducible for a fixed thread count.
+    """
     exp = get_experiment(name)
     dev = _device(device)
+    if threads is not None and threads < 1:
+        raise ParameterError(f"run_experiment: threads must be >= 1, got {threads}")
     if resume is not None:
         folder = RunFolder.open(Path(resume))
         doc = folder.config
@@ -261,7 +268,7 @@ def run_experiment(
         checkpoint = folder.load_checkpoint()
     else:
         config = resolve_config(exp, overrides or {}, quick)
-        folder = RunFolder.create(Path(out), exp.name, config.model_dump(), extra={"quick": quick, "device": str(dev), "seed": config.seed})
+        folder = RunFolder.create(Path(out), exp.name, config.model_dump(), extra={"quick": quick, "device": str(dev), "seed": config.seed, "threads": threads or torch.get_num_threads()})
         checkpoint = None
     handler = logging.FileHandler(folder.log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -269,11 +276,15 @@ def run_experiment(
     root.addHandler(handler)
     old_level = root.level
     root.setLevel(logging.INFO)
+    old_threads = torch.get_num_threads()
     try:
+        if threads is not None:
+            torch.set_num_threads(threads)
         ctx = RunContext(exp, config, folder, dev, quick, checkpoint, show_progress)
-        log.info("running %s into %s (quick=%s, device=%s)", exp.name, folder.path, quick, dev)
+        log.info("running %s into %s (quick=%s, device=%s, threads=%d)", exp.name, folder.path, quick, dev, torch.get_num_threads())
         exp.run(ctx)
     finally:
+        torch.set_num_threads(old_threads)
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()

@@ -18,9 +18,7 @@ metrics.csv: one row per (problem, method, init, step) with the CE23 cost (a nor
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import matplotlib
 
@@ -51,21 +49,6 @@ class Config(ExperimentConfig):
     lr_adam: float = Field(0.01, gt=0, description="Step size of Adam.")
     log_every: int = Field(50, ge=1, description="Log the GD/Adam cost every this many steps.")
     gap: float = Field(1e6, gt=1, description="Claimed factor between the best GD/Adam cost and the constructed cost tolerance 1e-12.")
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread for the tiny networks here, restored afterwards.
-
-    Why: with two OpenMP threads on a loaded 2-core machine one Adam step of a 50-parameter
-    network took 190 ms instead of 1.8 ms (measured); thread hand-offs dominate such small ops.
-    """
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _train(data: ClassificationData, widths: list[int], method: str, lr: float, steps: int, seed: int, ctx: RunContext, name: str, init: int, log_every: int) -> tuple[float, list[float]]:
@@ -171,11 +154,6 @@ def _figure_costs(curves: dict[tuple[str, str, int], list[float]], constructed: 
 
 
 def run(ctx: RunContext) -> None:
-    with _one_thread():
-        _run(ctx)
-
-
-def _run(ctx: RunContext) -> None:
     cfg = ctx.config
     constructed: dict[str, float] = {}
     curves: dict[tuple[str, str, int], list[float]] = {}

@@ -109,5 +109,5 @@ EXPERIMENT = Experiment(
     source=SOURCE,
     config=Config,
     run=run,
-    quick={"per_class": 20, "width": 0.0625, "epochs": 60, "lr": 0.05, "batch_size": 50, "nc_points": 14},
+    quick={"per_class": 20, "width": 0.0625, "epochs": 120, "lr": 0.05, "batch_size": 50, "nc_points": 18},
 )
