@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..core.data import as_label_tensor
 from ..core.errors import LabelError, ShapeError
 from ..core.validation import as_tensor, check_finite
 
@@ -34,28 +34,9 @@ def check_features(features: Any, where: str, *, finite: bool = True) -> torch.T
     return check_finite(t, "features", where) if finite else t
 
 
-def _as_label_tensor(labels: Any, where: str) -> torch.Tensor:
-    if isinstance(labels, torch.Tensor):
-        lab = labels
-    else:
-        arr = np.asarray(labels)
-        if arr.dtype.kind not in "biuf":
-            raise LabelError(f"{where}: labels must be integers, got dtype {arr.dtype}")
-        lab = torch.as_tensor(arr)
-    if lab.ndim != 1:
-        raise ShapeError(f"{where}: labels must be 1-D of length N, got shape {tuple(lab.shape)}")
-    if lab.dtype == torch.bool:
-        raise LabelError(f"{where}: labels must be integers, got booleans")
-    if lab.is_floating_point():
-        check_finite(lab, "labels", where)
-        if not bool((lab == lab.round()).all()):
-            raise LabelError(f"{where}: labels must be integers, got non-integral values such as {float(lab[lab != lab.round()][0])}")
-    return lab.to(torch.int64)
-
-
 def as_classes(classes: Any, where: str) -> torch.Tensor:
     """Return ``classes`` (distinct integer label values) as a sorted int64 CPU tensor."""
-    c = _as_label_tensor(classes, where)
+    c = as_label_tensor(classes, where)
     s = torch.sort(c).values.cpu()
     if s.numel() == 0:
         raise LabelError(f"{where}: classes is empty; give at least one label value")
@@ -72,7 +53,7 @@ def check_batch_labels(
     With ``classes`` (sorted label values), labels are mapped through it and a value not in
     it is a LabelError; without, labels must already lie in ``[0, C)``.
     """
-    lab = _as_label_tensor(labels, where)
+    lab = as_label_tensor(labels, where)
     if lab.shape[0] != num_samples:
         raise ShapeError(f"{where}: labels has length {lab.shape[0]} but features has {num_samples} rows; pass one label per sample")
     lab = lab.to(device)
@@ -102,7 +83,7 @@ def map_labels(labels: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns ``(mapped (N,) int64, classes (K,) int64 on CPU)`` with ``classes[mapped] == labels``.
     """
-    lab = _as_label_tensor(labels, where)
+    lab = as_label_tensor(labels, where)
     if lab.numel() == 0:
         raise ShapeError(f"{where}: no samples (labels is empty)")
     classes, mapped = torch.unique(lab, sorted=True, return_inverse=True)

@@ -1,6 +1,6 @@
 """Classification data: the container and its check, synthetic generators, loaders."""
 
-from ._check import ClassificationData, check_data, check_labels
+from ._check import ClassificationData, as_label_tensor, check_data, check_labels
 from .synthetic import etf_features, gaussian_clusters, sequentially_separable, simplex_etf
 from .loaders import (
     FASHION_MNIST_ROOT,
@@ -26,6 +26,7 @@ from .loaders import (
 
 __all__ = [
     "ClassificationData",
+    "as_label_tensor",
     "check_data",
     "check_labels",
     "etf_features",

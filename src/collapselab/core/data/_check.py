@@ -18,13 +18,13 @@ import torch
 from ..errors import EmptyClassError, LabelError, ShapeError
 from ..validation import as_tensor, check_finite, check_matrix
 
-__all__ = ["ClassificationData", "check_data", "check_labels"]
+__all__ = ["ClassificationData", "as_label_tensor", "check_data", "check_labels"]
 
 
-def check_labels(labels: Any, num_samples: int | None, where: str, num_classes: int | None = None) -> tuple[torch.Tensor, int]:
-    """Return ``(labels as int64 (N,), Q)``; refuse non-integers, out-of-range and empty classes.
+def as_label_tensor(labels: Any, where: str) -> torch.Tensor:
+    """``labels`` as a 1-D int64 tensor (same device); refuse non-integer values, NaN and booleans.
 
-    ``Q`` is ``num_classes`` when given, otherwise ``max(labels) + 1``.
+    No range check: :func:`check_labels` adds it, and the collapse package maps arbitrary values.
     """
     if isinstance(labels, torch.Tensor):
         lab = labels
@@ -35,13 +35,21 @@ def check_labels(labels: Any, num_samples: int | None, where: str, num_classes: 
         lab = torch.as_tensor(arr)
     if lab.ndim != 1:
         raise ShapeError(f"{where}: labels must be 1-D of length N, got shape {tuple(lab.shape)}")
+    if lab.dtype == torch.bool:
+        raise LabelError(f"{where}: labels must be integers, got booleans")
     if lab.is_floating_point():
         check_finite(lab, "labels", where)
         if not bool((lab == lab.round()).all()):
             raise LabelError(f"{where}: labels must be integers, got non-integral values such as {float(lab[lab != lab.round()][0])}")
-    elif lab.dtype == torch.bool:
-        raise LabelError(f"{where}: labels must be integers, got booleans")
-    lab = lab.to(torch.int64)
+    return lab.to(torch.int64)
+
+
+def check_labels(labels: Any, num_samples: int | None, where: str, num_classes: int | None = None) -> tuple[torch.Tensor, int]:
+    """Return ``(labels as int64 (N,), Q)``; refuse non-integers, out-of-range and empty classes.
+
+    ``Q`` is ``num_classes`` when given, otherwise ``max(labels) + 1``.
+    """
+    lab = as_label_tensor(labels, where)
     if num_samples is not None and lab.shape[0] != num_samples:
         raise ShapeError(f"{where}: labels has length {lab.shape[0]} but there are {num_samples} samples")
     if lab.numel() == 0:
