@@ -8,7 +8,9 @@ E1), the second moments of Cor 3.5 (E2), and the fully-truncated equilibria of P
 
 * state: :class:`EffectiveState`, :func:`make_state`, :func:`state_from_network`, :func:`state_to_network`;
 * right-hand sides: :class:`SeparatedFlow` (Thm 3.2 corrected), :class:`MomentFlow` (Cor 3.5
-  corrected), :class:`GeneralFlow` (Thm 5.1), :func:`check_cluster_separated`;
+  corrected), :class:`GeneralFlow` (Thm 5.1), :func:`check_cluster_separated`
+  (exact, with a certificate from cluster bounds :func:`separation_bounds`,
+  :func:`separation_certificate`);
 * integration on ``O(Q)`` with events: :func:`integrate`, :class:`EventKind`;
 * exact bias flow at fixed ``R`` (§4.3): :func:`exact_bias_flow`;
 * standard loss (§8, §9): :func:`integrate_collapsed`, :func:`balancedness`, :func:`clustered_closed_form`;
@@ -22,7 +24,7 @@ from ._forward import ForwardPass, forward_pass, input_space_loss, sample_weight
 from ._general import GeneralFlow
 from ._integrate import Event, EventKind, Trajectory, event_indicators, integrate, lie_step
 from ._moments import MomentFlow, SectorMoments, free_moments, moment_field, moment_loss, sector_moments
-from ._separated import ClusterBlocks, SeparatedFlow, check_cluster_separated, separation_violations
+from ._separated import ClusterBlocks, SeparatedFlow, check_cluster_separated, separation_bounds, separation_certificate, separation_violations
 from ._standard import (
     ClusteredSolution,
     CollapsedSolution,
@@ -52,6 +54,8 @@ __all__ = [
     "sample_weights",
     "ClusterBlocks",
     "SeparatedFlow",
+    "separation_bounds",
+    "separation_certificate",
     "separation_violations",
     "check_cluster_separated",
     "SectorMoments",

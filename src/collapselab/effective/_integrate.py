@@ -197,9 +197,11 @@ def integrate(
 
     Records the state and the loss at ``s = 0``, every ``record_every`` steps, at every event and
     at ``s_end``. ``flow.validate`` is called on the initial state, every ``validate_every``
-    steps and on the final state (``validate_every=0``: never). For :class:`SeparatedFlow` this
-    re-checks cluster separation (a sweep through all layers, ``O(L N Q^2)``, as costly as a
-    few field evaluations) and raises AssumptionError naming layer and cluster when it fails.
+    steps and on the final state (``validate_every=0``: never); the default checks every accepted
+    step (not the Runge-Kutta stages nor the bisection trials). For :class:`SeparatedFlow` this
+    re-checks cluster separation exactly and raises AssumptionError naming layer and cluster when
+    it fails; pairs certified by :func:`separation_bounds` cost ``O(L Q^4)`` in all, only the
+    others are swept point by point (at worst ``O(L N Q^2)``, a few field evaluations).
     Raises DivergenceError on a non-finite state.
     """
     where = "integrate"
