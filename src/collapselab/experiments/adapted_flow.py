@@ -153,13 +153,17 @@ def run(ctx: RunContext) -> None:
     _figures(ctx, cfg, curves, smooth, relu_exact, dup, ntk, adapted_kernel, n)
 
 
+def _np(t: torch.Tensor):
+    return t.detach().cpu().numpy()
+
+
 def _figures(ctx: RunContext, cfg: Config, curves, smooth, relu_exact, dup, ntk, adapted_kernel, n: int) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for alpha, tr in curves.items():
-        ax.semilogy(tr.s / n, tr.cost, label=f"Euler, alpha={alpha:g}" + (" (adapted)" if alpha == 1 else " (standard)" if alpha == 0 else ""))
-    ax.semilogy(smooth.s / n, smooth.cost, "k:", label="tanh twin, adapted (DOP853)")
+        ax.semilogy(_np(tr.s) / n, _np(tr.cost), label=f"Euler, alpha={alpha:g}" + (" (adapted)" if alpha == 1 else " (standard)" if alpha == 0 else ""))
+    ax.semilogy(_np(smooth.s) / n, _np(smooth.cost), "k:", label="tanh twin, adapted (DOP853)")
     first = next(iter(curves.values()))
-    ax.semilogy(first.s / n, first.cost[0] * torch.exp(-2 * first.s / n), "k--", lw=1, label="C(0) e^{-2s/N}")
+    ax.semilogy(_np(first.s) / n, _np(first.cost[0] * torch.exp(-2 * first.s / n)), "k--", lw=1, label="C(0) e^{-2s/N}")
     ax.set_xlabel("s / N")
     ax.set_ylabel("C = |x - y|^2 / 2N")
     ax.set_title(f"ReLU net {cfg.widths}, N={n}")
@@ -171,7 +175,7 @@ def _figures(ctx: RunContext, cfg: Config, curves, smooth, relu_exact, dup, ntk,
         if tr.outputs is None:
             continue
         for k in range(min(4, tr.outputs.shape[1])):
-            ax.plot(tr.t, tr.outputs[:, k].cpu(), lw=1.5)
+            ax.plot(_np(tr.t), _np(tr.outputs[:, k]), lw=1.5)
             ax.plot([0, 1], [float(tr.x0[k]), float(tr.y[k])], "k:", lw=0.8)
         ax.set_xlabel("t = 1 - exp(-s/N)")
         ax.set_title(title)
@@ -179,12 +183,12 @@ def _figures(ctx: RunContext, cfg: Config, curves, smooth, relu_exact, dup, ntk,
     ctx.save_figure(fig, "paths")
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    axes[0].imshow(ntk.cpu(), cmap="viridis")
+    axes[0].imshow(_np(ntk), cmap="viridis")
     axes[0].set_title("NTK Gram D D^T")
-    axes[1].imshow(adapted_kernel.cpu(), cmap="viridis")
+    axes[1].imshow(_np(adapted_kernel), cmap="viridis")
     axes[1].set_title("adapted kernel (identity)")
-    axes[2].plot(dup.t, dup.deviation, label="measured |x - line|")
-    axes[2].plot(dup.t, dup.deviation_predicted, "--", label="corrected Prop 2.5")
+    axes[2].plot(_np(dup.t), _np(dup.deviation), label="measured |x - line|")
+    axes[2].plot(_np(dup.t), _np(dup.deviation_predicted), "--", label="corrected Prop 2.5")
     axes[2].set_xlabel("t")
     axes[2].set_title("rank loss: deviation")
     axes[2].legend(fontsize=7)
@@ -193,7 +197,7 @@ def _figures(ctx: RunContext, cfg: Config, curves, smooth, relu_exact, dup, ntk,
 
 EXPERIMENT = Experiment(
     name="adapted-flow",
-    summary="adapted flow: C(s) = e^{-2s/N} C(0) and straight output paths in t; corrected Prop 2.5 under rank loss; shared equilibria; adapted kernel = identity",
+    summary="adapted flow: C(s) = e^{-2s/N} C(0), straight output paths in t (tanh; ReLU until its first sliding mode); corrected Prop 2.5 under rank loss; shared equilibria; adapted kernel = identity",
     source=SOURCE,
     config=Config,
     run=run,

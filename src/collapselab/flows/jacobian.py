@@ -125,8 +125,9 @@ class OutputMap:
         """
         k = theta.shape[0]
         qn = self.X.shape[0] * self._num_outputs(theta)
-        if k < qn:
-            return torch.func.jacfwd(self._fn, chunk_size=chunk_size)(theta)
+        if k < qn:  # forward mode: K Jacobian-vector products (jacfwd, chunked)
+            basis = torch.eye(k, dtype=theta.dtype, device=theta.device)
+            return torch.func.vmap(lambda v: self.jvp(theta, v)[1], chunk_size=chunk_size)(basis).T
         return torch.func.jacrev(self._fn, chunk_size=chunk_size)(theta)
 
     def _num_outputs(self, theta: Theta) -> int:

@@ -1,0 +1,70 @@
+"""Gradient flows in parameter and output space, and the adapted flow as an optimizer.
+
+Seed 003 (Chen & Muñoz Ewald, arXiv:2408.01517) and Chen, arXiv:2311.15487, as recovered
+in spec/chen.md 5.1 (with errata E8, E9). For a model ``f(theta, X)``, the stacked outputs
+``x[theta]`` in ``R^{QN}``, the Jacobian ``D`` (``QN x K``) and the cost
+``C = (1/2N)|x - y|^2`` (``core.cost.mean_l2``):
+
+* :mod:`~collapselab.flows.jacobian`: :class:`OutputMap` (dense ``D``, ``jvp``, ``vjp``, NTK Gram);
+* :mod:`~collapselab.flows.gram`: :func:`relu_gram`, ``D D^T`` of a ReLU MLP without forming ``D``;
+* :mod:`~collapselab.flows.linalg`: rank, pseudo-inverse and projector of the Gram;
+* :mod:`~collapselab.flows.fields`: standard, adapted, homotopy and prescribed-path fields;
+* :mod:`~collapselab.flows.interpolation`: ``t = 1 - e^{-s/N}``, the corrected Prop 2.5;
+* :mod:`~collapselab.flows.integrate`: explicit Euler and scipy's adaptive solvers -> :class:`Trajectory`;
+* :mod:`~collapselab.flows.optimizer`: :class:`AdaptedFlow` / :func:`fit` for any ``nn.Module``.
+"""
+
+from .fields import (
+    FIELDS,
+    AdaptedField,
+    FieldEval,
+    HomotopyField,
+    PrescribedPath,
+    StandardField,
+    VectorField,
+    adapted_field,
+    evaluate_field,
+    make_field,
+    parameter_form_adapted,
+)
+from .gram import relu_gram
+from .integrate import METHODS, integrate
+from .interpolation import deviation_from_interpolation, linear_interpolation, reparametrised_time
+from .jacobian import OutputMap, mlp_widths
+from .linalg import GramSolve, cg_solve, cholesky_solve, least_squares_solve
+from .optimizer import LINALG, AdaptedFlow, adapted_step, choose_linalg, fit, stacked_targets
+from .trajectory import Status, Trajectory
+
+__all__ = [
+    "FIELDS",
+    "LINALG",
+    "METHODS",
+    "AdaptedField",
+    "AdaptedFlow",
+    "FieldEval",
+    "GramSolve",
+    "HomotopyField",
+    "OutputMap",
+    "PrescribedPath",
+    "StandardField",
+    "Status",
+    "Trajectory",
+    "VectorField",
+    "adapted_field",
+    "adapted_step",
+    "cg_solve",
+    "cholesky_solve",
+    "choose_linalg",
+    "deviation_from_interpolation",
+    "evaluate_field",
+    "fit",
+    "integrate",
+    "linear_interpolation",
+    "make_field",
+    "least_squares_solve",
+    "mlp_widths",
+    "parameter_form_adapted",
+    "relu_gram",
+    "reparametrised_time",
+    "stacked_targets",
+]

@@ -1,0 +1,65 @@
+"""The NTK Gram ``D D^T`` of a ReLU MLP assembled layer by layer, without forming ``D``.
+
+For the network of spec/chen.md 0.3 (rows are samples, a layer is ``x W^T + b``), the
+derivative of the output of sample ``i`` with respect to ``W_l[a, b]`` is
+``G_{l,i}[:, a] x^{(l-1)}_i[b]`` and with respect to ``b_l[a]`` is ``G_{l,i}[:, a]``, where
+``G_{l,i} = d x^{(L+1)}_i / d z_{l,i}`` (``Q x d_l``) is the output derivative with
+respect to the pre-activation ``z_l``:
+
+    G_{L+1,i} = 1_Q,    G_{l,i} = G_{l+1,i} W_{l+1} diag(h(z_{l,i})),    h = Heaviside, h(0) = 0.
+
+Summing over the parameters of every layer gives the ``Q x Q`` block ``(i, j)`` of the Gram
+
+    (D D^T)_{ij} = sum_{l=1}^{L+1} (<x^{(l-1)}_i, x^{(l-1)}_j> + 1) G_{l,i} G_{l,j}^T,
+
+that is ``D D^T = sum_l ((X_{l-1} X_{l-1}^T + 1) (x) 1_{QxQ}) o (G_l G_l^T)`` with ``G_l``
+stacked as ``(QN, d_l)`` and ``o`` the Hadamard product (issue 5; [DER], tested against
+the autograd ``D D^T`` to 1e-12 relative in tests/flows). Cost
+``O((QN)^2 sum_l d_l + N Q sum_l d_l d_{l+1})`` time and two ``(QN)^2`` buffers, against
+``QN K`` memory for the dense Jacobian: at ``N = 4096, Q = 4`` and width 1024 the Gram
+takes 2.1 GB where ``D`` would take 140 GB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..core.errors import ShapeError
+from ..core.network import hidden_layers
+from ..core.types import Inputs, Matrix
+
+__all__ = ["relu_gram"]
+
+
+def relu_gram(params: Sequence[tuple[torch.Tensor, torch.Tensor]], X: Inputs, *, hidden: Sequence[torch.Tensor] | None = None) -> Matrix:
+    """``D D^T`` (``(QN, QN)``, sample-major) of the ReLU MLP ``params = [(W_l, b_l)]`` on ``X (N, M)``.
+
+    ``hidden``: the layer outputs ``[x^(0), ..., x^(L+1)]`` of
+    :func:`collapselab.core.network.hidden_layers` if already computed (saves a forward pass).
+    """
+    if X.ndim != 2 or X.shape[1] != params[0][0].shape[1]:
+        raise ShapeError(f"relu_gram: X must be (N, {params[0][0].shape[1]}), got {tuple(X.shape)}")
+    xs = list(hidden) if hidden is not None else hidden_layers(params, X)
+    n, q = X.shape[0], params[-1][0].shape[0]
+    ones = torch.ones(n, n, dtype=X.dtype, device=X.device)
+    gram: Matrix | None = None  # the first term is the accumulator; later terms reuse one buffer
+    buffer: Matrix | None = None
+    g = torch.eye(q, dtype=X.dtype, device=X.device).expand(n, q, q)
+    for layer in range(len(params) - 1, 0, -1):  # hidden layer l = layer, weights index layer - 1
+        w_next = params[layer][0]
+        g = (g @ w_next) * (xs[layer] > 0).to(X.dtype).unsqueeze(1)  # (N, Q, d_l); h(z) = [x^(l) > 0]
+        flat = g.reshape(n * q, -1)
+        term = torch.mm(flat, flat.T) if buffer is None else torch.mm(flat, flat.T, out=buffer)
+        term.view(n, q, n, q).mul_(torch.addmm(ones, xs[layer - 1], xs[layer - 1].T)[:, None, :, None])
+        if gram is None:
+            gram = term
+            buffer = torch.empty_like(term) if layer > 1 else None
+        else:
+            gram += term
+    if gram is None:  # no hidden layer: only the output layer's term
+        gram = torch.zeros(n * q, n * q, dtype=X.dtype, device=X.device)
+    # Output layer: G_{L+1} = 1_Q, so its term (X_L X_L^T + 1) (x) 1_Q only touches the Q x Q block diagonals.
+    gram.view(n, q, n, q).diagonal(dim1=1, dim2=3).add_(torch.addmm(ones, xs[-2], xs[-2].T).unsqueeze(-1))
+    return gram
