@@ -36,8 +36,11 @@ def list_experiments() -> None:
         typer.echo(f"{'':28s} source: {exp.source}")
 
 
-def _finish(runs: list[RunSummary]) -> None:
+def _finish(runs: list[RunSummary], *, report_path: Path | None = None) -> None:
+    """Print the claims table (and the report's path); exit 1 if a claim failed or a run stopped."""
     typer.echo(format_claims_table(runs))
+    if report_path is not None:
+        typer.echo(f"report: {report_path.resolve()}")
     failed = [r.experiment for r in runs if not r.passed]
     if failed:
         typer.echo(f"error: claims failed or runs stopped in: {', '.join(failed)}", err=True)
@@ -88,9 +91,7 @@ def reproduce(
                 runs.append(summarise(latest[-1].parent, error=message))
             else:
                 runs.append(RunSummary(n, Path(out) / n, {}, [], message))
-    path = build_report(runs, Path(out) / "report.html")
-    typer.echo(f"report: {path.resolve()}")
-    _finish(runs)
+    _finish(runs, report_path=build_report(runs, Path(out) / "report.html"))
 
 
 def report(
@@ -102,4 +103,4 @@ def report(
     runs = collect_runs(folder, latest_only=not all_runs)
     path = build_report(runs, output or Path(folder) / "report.html")
     typer.echo(format_claims_table(runs))
-    typer.echo(f"report: {path.resolve()}")
+    typer.echo(f"report: {path.resolve()}")  # rebuilding is not a verdict: exit 0 whatever the claims say
