@@ -30,8 +30,10 @@ run: $(STAMP) data
 test: $(STAMP) data
 	$(VENV)/bin/python -m pytest -q tests
 
-benchmarks: $(STAMP)
-	for b in benchmarks/*.py; do $(VENV)/bin/python $$b || exit 1; done
+# Benchmarks print ratios against baselines timed in the same process (slow; not part of CI).
+benchmarks: $(STAMP) data
+	$(PIP) install --quiet -c constraints.txt -e '.[bench]'
+	for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
