@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -134,11 +135,13 @@ class RunFolder:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._columns: list[str] | None = None
+        self._rows = 0
         self._claims: list[Claim] = []
         if (self.path / METRICS).exists():
             with open(self.path / METRICS, newline="") as fh:
-                header = next(csv.reader(fh), None)
-            self._columns = header
+                reader = csv.reader(fh)
+                self._columns = next(reader, None)
+                self._rows = sum(1 for _ in reader)
         if (self.path / CLAIMS).exists():
             self._claims = [Claim(**c) for c in read_claims(self.path)]
 
@@ -198,9 +201,11 @@ class RunFolder:
             csv.writer(fh).writerow([row.get(c, "") for c in self._columns])
             fh.flush()
             os.fsync(fh.fileno())
+        self._rows += 1
 
     def num_metric_rows(self) -> int:
-        return len(read_metrics(self.path)) if (self.path / METRICS).exists() else 0
+        """Data rows in metrics.csv (the header excluded)."""
+        return self._rows
 
     def truncate_metrics(self, rows: int) -> None:
         """Keep only the first ``rows`` data rows (used on resume, atomically)."""
@@ -210,13 +215,12 @@ class RunFolder:
         with open(path, newline="") as fh:
             lines = list(csv.reader(fh))
         header, body = lines[0], lines[1:]
-        import io
-
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(header)
         w.writerows(body[:rows])
         atomic_write_text(path, buf.getvalue())
+        self._rows = min(rows, len(body))
 
     # -- claims ----------------------------------------------------------------------
     def add_claim(self, claim: Claim) -> Claim:
@@ -232,8 +236,6 @@ class RunFolder:
     # -- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomically write ``state`` (plus the metrics row count) to checkpoint.pt."""
-        import io
-
         payload = dict(state)
         payload["_metrics_rows"] = self.num_metric_rows()
         buf = io.BytesIO()
