@@ -135,6 +135,8 @@ def test_mu_override_and_admissible_interval() -> None:
     assert result.cost < 1e-12
     with pytest.raises(ParameterError, match=r"mu\[1\] = .* is in neither admissible interval for class 1"):
         construct_clustered(data.X, data.labels, mu=[mu[0], -lo * 0.5, mu[2]])
+    with pytest.raises(ParameterError, match=r"construct_clustered: mu must be a number or 3 numbers \(one per class\), got 4"):
+        construct_clustered(data.X, data.labels, mu=[*mu, mu[0]])
     with pytest.raises(ParameterError, match="either mu .* or keep"):
         construct_clustered(data.X, data.labels, mu=mu, keep=[0])
     with pytest.raises(ParameterError, match=r"theta must lie in \(max_j theta_\*,j, pi\)"):

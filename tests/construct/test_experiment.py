@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 from collapselab.experiments import get_experiment, run_experiment
+from collapselab.experiments.explicit_minimizers import _logged_steps
 
 
 def test_explicit_minimizers_quick(tmp_path) -> None:
@@ -17,3 +18,10 @@ def test_explicit_minimizers_quick(tmp_path) -> None:
         rows = list(csv.DictReader(fh))
     assert {r["method"] for r in rows} == {"constructed", "gd", "adam"}
     assert get_experiment("explicit-minimizers").summary
+
+
+def test_cost_curves_are_plotted_at_the_logged_steps() -> None:
+    # the cost figure used i * log_every as abscissa, misplacing the last point when log_every does not divide steps
+    assert _logged_steps(120, 50) == [0, 50, 100, 120]
+    assert _logged_steps(100, 50) == [0, 50, 100]
+    assert _logged_steps(1, 50) == [0, 1]

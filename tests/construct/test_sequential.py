@@ -77,6 +77,10 @@ def test_t10_prop41_constant_width() -> None:
         construct_clustered_wide(data.X, data.labels, mu=1.5 * delta)
     with pytest.raises(ParameterError, match="theta must lie in"):
         construct_clustered_wide(data.X, data.labels, theta=1.0)
+    with pytest.raises(ParameterError, match=r"construct_clustered_wide: mu must be a number or 3 numbers \(one per class\), got 2"):
+        construct_clustered_wide(data.X, data.labels, mu=[2.5 * delta] * 2)
+    with pytest.raises(ParameterError, match=r"construct_clustered_wide: mu must be a number or 3 numbers \(one per class\), got 'big'"):
+        construct_clustered_wide(data.X, data.labels, mu="big")  # used to raise a bare ValueError
 
 
 def test_given_order_and_greedy_search() -> None:
@@ -88,6 +92,8 @@ def test_given_order_and_greedy_search() -> None:
             assert list(result.order) == kwargs["order"]
     with pytest.raises(ParameterError, match="order must be a permutation of 0..3"):
         construct_sequential(data.X, data.labels, order=[0, 1, 1, 2])
+    with pytest.raises(ParameterError, match=r"order must be a permutation of 0..3, got \['a'"):
+        construct_sequential(data.X, data.labels, order=["a", "b", "c", "d"])  # used to raise a bare ValueError
     with pytest.raises(ParameterError, match="search must be one of"):
         construct_sequential(data.X, data.labels, search="random")
 

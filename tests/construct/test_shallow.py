@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from collapselab.construct import barycentric_lsq, construct_shallow, delta_p
+from collapselab.construct import barycentric_lsq, barycentric_noise, construct_shallow, delta_p
 from collapselab.core.data import gaussian_clusters
-from collapselab.core.errors import AssumptionError, ParameterError, ShapeError, SingularError
+from collapselab.core.errors import AssumptionError, EmptyClassError, LabelError, ParameterError, ShapeError, SingularError
 
 
 def _direct_lsq(T: np.ndarray, labels: np.ndarray, Y: np.ndarray, bias: bool) -> float:
@@ -95,3 +95,18 @@ def test_shallow_errors() -> None:
         construct_shallow(X, np.array([0, 0, 1, 1]))
     with pytest.raises(AssumptionError, match=r"Q=3 class means in R\^2 cannot be linearly independent"):
         construct_shallow(np.eye(3)[:, :2], np.arange(3))
+
+
+def test_barycentric_functions_check_their_inputs() -> None:
+    # an empty class used to give NaN means and a raw torch error; bad labels an IndexError
+    T = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(EmptyClassError, match=r"delta_p: class 1 of Q=4 has no samples"):
+        delta_p(T, torch.tensor([0, 0, 2, 2, 3, 3]))
+    with pytest.raises(LabelError, match=r"barycentric_noise: labels must lie in \[0, 3\), found 5"):
+        barycentric_noise(T, torch.tensor([0, 0, 1, 1, 2, 5]), 3)
+    with pytest.raises(EmptyClassError, match=r"barycentric_lsq: class 2 of Q=3 has no samples"):
+        barycentric_lsq(T, torch.tensor([0, 0, 0, 1, 1, 1]), torch.eye(3, dtype=torch.float64))
+    red, d1 = barycentric_noise(T.numpy(), [0, 0, 1, 1, 2, 2])  # array-likes are accepted
+    means = T.reshape(3, 2, 3).mean(1)
+    assert torch.allclose(red, means, atol=1e-15)
+    assert torch.allclose(d1 @ means, T - means.repeat_interleave(2, 0), atol=1e-12)  # Δt_i = sum_k c_k t̄_k

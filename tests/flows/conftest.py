@@ -30,6 +30,18 @@ def tanh_problem():
     return tanh_map(X), theta, y
 
 
+@pytest.fixture
+def duplicate_problem():
+    """T20's tanh net with samples 0 and 2 identical but labelled differently: rank D = 4 < QN = 6,
+    zero cost unreachable. Returns (omap, theta0, y)."""
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(2, 2, generator=g, dtype=torch.float64)
+    X = torch.cat([X, X[:1]])
+    theta = torch.randn(22, generator=g, dtype=torch.float64)
+    y = torch.eye(2, dtype=torch.float64)[[0, 1, 1]].reshape(-1)
+    return tanh_map(X), theta, y
+
+
 def _relu_problem(widths: list[int], n: int, seed: int = 0):
     torch.manual_seed(seed)
     net = ReLUNet(widths)

@@ -24,16 +24,6 @@ def _projector(D: torch.Tensor) -> torch.Tensor:
     return D @ torch.linalg.pinv(D, rtol=1e-10)
 
 
-def _duplicate_input_map(make_tanh_map):
-    """T20's tanh net with samples 0 and 2 identical but labelled differently: rank D <= 4 < QN = 6."""
-    g = torch.Generator().manual_seed(5)
-    X = torch.randn(2, 2, generator=g, dtype=torch.float64)
-    X = torch.cat([X, X[:1]])
-    theta = torch.randn(22, generator=g, dtype=torch.float64)
-    y = torch.eye(2, dtype=torch.float64)[[0, 1, 1]].reshape(-1)
-    return make_tanh_map(X), theta, y
-
-
 def test_t20_adapted_flow_is_exponential(tanh_problem):
     omap, theta, y = tanh_problem
     tr = integrate(AdaptedField(), omap, theta, y, 12.0, method="DOP853", rtol=1e-12, atol=1e-14)
@@ -68,8 +58,8 @@ def test_homotopy_ends_are_standard_and_adapted(tanh_problem):
     assert torch.allclose(ends[2], ends[3], atol=1e-15)
 
 
-def test_t22_rank_loss_dae_and_projector(make_tanh_map):
-    omap, theta, y = _duplicate_input_map(make_tanh_map)
+def test_t22_rank_loss_dae_and_projector(duplicate_problem):
+    omap, theta, y = duplicate_problem
     ev = evaluate_field(AdaptedField(), omap, theta, y)
     D = omap.jacobian(theta)
     assert ev.rank == int(torch.linalg.matrix_rank(D)) == 4

@@ -11,16 +11,6 @@ from collapselab.core.errors import DivergenceError, NonFiniteError, ParameterEr
 from collapselab.flows import AdaptedField, HomotopyField, OutputMap, StandardField, Status, evaluate_field, integrate
 
 
-def _duplicate_problem(make_tanh_map):
-    """Samples 0 and 2 share the input but not the label: rank D = 4 < QN = 6, zero cost unreachable."""
-    g = torch.Generator().manual_seed(5)
-    X = torch.randn(2, 2, generator=g, dtype=torch.float64)
-    X = torch.cat([X, X[:1]])
-    theta = torch.randn(22, generator=g, dtype=torch.float64)
-    y = torch.eye(2, dtype=torch.float64)[[0, 1, 1]].reshape(-1)
-    return make_tanh_map(X), theta, y
-
-
 def test_adapted_flow_on_overparametrised_net_is_exponential():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2)).double()
@@ -98,8 +88,8 @@ def test_divergence_stops():
     assert "C(0)" in tr.message and tr.steps >= 1
 
 
-def test_rank_loss_stops_by_default(make_tanh_map):
-    omap, theta, y = _duplicate_problem(make_tanh_map)
+def test_rank_loss_stops_by_default(duplicate_problem):
+    omap, theta, y = duplicate_problem
     tr = integrate(AdaptedField(), omap, theta, y, 5.0)
     assert tr.status is Status.RANK_LOSS
     assert "rank D = 4 < min(QN, K) = 6 at s=0" in tr.message
@@ -107,8 +97,8 @@ def test_rank_loss_stops_by_default(make_tanh_map):
         tr.raise_for_status()
 
 
-def test_rank_loss_corrected_deviation_tracks_the_flow(make_tanh_map):
-    omap, theta, y = _duplicate_problem(make_tanh_map)
+def test_rank_loss_corrected_deviation_tracks_the_flow(duplicate_problem):
+    omap, theta, y = duplicate_problem
     tr = integrate(AdaptedField(), omap, theta, y, 15.0, on_rank_loss="continue", rtol=1e-11, atol=1e-13)
     assert tr.ok, tr.message
     assert bool((tr.rank == 4).all())
@@ -119,8 +109,8 @@ def test_rank_loss_corrected_deviation_tracks_the_flow(make_tanh_map):
     assert torch.allclose(x[0], x[2], atol=1e-9)
 
 
-def test_all_homotopy_fields_share_the_equilibrium(make_tanh_map):
-    omap, theta, y = _duplicate_problem(make_tanh_map)
+def test_all_homotopy_fields_share_the_equilibrium(duplicate_problem):
+    omap, theta, y = duplicate_problem
     # Euler with ds = N is the Gauss-Newton iteration: it lands on the equilibrium quickly
     tr = integrate(AdaptedField(), omap, theta, y, 60.0, method="euler", ds=3.0, on_rank_loss="continue", record_outputs=False)
     assert tr.ok, tr.message

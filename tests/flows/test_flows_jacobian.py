@@ -20,7 +20,7 @@ def _finite_difference_jacobian(omap: OutputMap, theta: torch.Tensor, eps: float
     return torch.stack(cols, 1)
 
 
-def test_dense_jacobian_matches_finite_differences(make_tanh_map, tanh_problem):
+def test_dense_jacobian_matches_finite_differences(tanh_problem):
     omap, theta, _ = tanh_problem
     D = omap.jacobian(theta)
     assert D.shape == (6, 22)

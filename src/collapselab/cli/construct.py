@@ -1,6 +1,7 @@
 """``collapselab construct KIND FILE.npz [--out net.pt] [--json]``: explicit zero-loss minimizers.
 
-Thin: reads the arrays, calls :func:`collapselab.construct.construct`, saves and prints.
+Thin: resolves the kind (:func:`collapselab.construct.get_construction`), reads the arrays,
+calls the construction, saves and prints.
 Bad input raises a :class:`~collapselab.core.errors.CollapseLabError`; the top-level app
 prints ``error: ...`` and exits 1.
 """
@@ -14,10 +15,9 @@ from pathlib import Path
 import torch
 import typer
 
-from ..construct import CONSTRUCTIONS, ConstructedNetwork
-from ..construct import construct as build
+from ..construct import ConstructedNetwork, get_construction
 from ..core.data import read_npz
-from ..core.errors import MissingFileError, UnknownNameError
+from ..core.errors import MissingFileError
 
 __all__ = ["construct"]
 
@@ -46,12 +46,11 @@ def construct(
     json_output: bool = typer.Option(False, "--json", help="print one JSON object (cost, layers, delta_P, ...) and nothing else"),
 ) -> None:
     """Build an explicit minimizer of the training cost and explain every layer (spec/chen.md 2-4)."""
-    if kind not in CONSTRUCTIONS:
-        raise UnknownNameError(f"construct: unknown kind {kind!r}; known kinds: {', '.join(CONSTRUCTIONS)}")
+    build = get_construction(kind)  # an unknown kind fails before the file is read
     if out is not None and not out.parent.is_dir():
         raise MissingFileError(f"construct: folder {out.parent} for --out does not exist; create it first")
     arrays = read_npz(file, ("X", "labels"), ("Y",), where="construct")
-    result = build(kind, arrays["X"], arrays["labels"], arrays.get("Y"))
+    result = build(arrays["X"], arrays["labels"], arrays.get("Y"))
     if out is not None:
         torch.save(result.module, out)
     if json_output:

@@ -8,7 +8,8 @@
 * :func:`barycentric_lsq`, :func:`delta_p`: CE23's least-squares identity (2.4) and ``delta_P``.
 
 Each returns a :class:`ConstructedNetwork` (a ``torch.nn.Module`` plus the explanation).
-:data:`CONSTRUCTIONS` maps the CLI kinds to them; :func:`construct` resolves a kind by name.
+:data:`CONSTRUCTIONS` maps the CLI kinds to them; :func:`get_construction` resolves a kind by name
+and :func:`construct` runs it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "construct_sequential",
     "construct_shallow",
     "delta_p",
+    "get_construction",
     "max_margin_hyperplane",
 ]
 
@@ -53,8 +55,13 @@ CONSTRUCTIONS: dict[str, Callable[..., ConstructedNetwork]] = {
 """The constructions by their CLI names."""
 
 
-def construct(kind: str, X: Any, labels: Any, Y: Any | None = None, **options: Any) -> ConstructedNetwork:
-    """Run the construction called ``kind`` (a key of :data:`CONSTRUCTIONS`) on ``X``, ``labels``, ``Y``."""
+def get_construction(kind: str) -> Callable[..., ConstructedNetwork]:
+    """The construction called ``kind`` (a key of :data:`CONSTRUCTIONS`); UnknownNameError listing the kinds otherwise."""
     if kind not in CONSTRUCTIONS:
         raise UnknownNameError(f"construct: unknown kind {kind!r}; known kinds: {', '.join(CONSTRUCTIONS)}")
-    return CONSTRUCTIONS[kind](X, labels, Y, **options)
+    return CONSTRUCTIONS[kind]
+
+
+def construct(kind: str, X: Any, labels: Any, Y: Any | None = None, **options: Any) -> ConstructedNetwork:
+    """Run the construction called ``kind`` (a key of :data:`CONSTRUCTIONS`) on ``X``, ``labels``, ``Y``."""
+    return get_construction(kind)(X, labels, Y, **options)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from ..core.errors import AssumptionError
+from ..core.errors import AssumptionError, ParameterError
 
-__all__ = ["check_independent_means", "deviation_stats"]
+__all__ = ["check_independent_means", "deviation_stats", "per_class"]
 
 
 def check_independent_means(means: torch.Tensor, *, where: str, source: str) -> None:
@@ -45,3 +47,14 @@ def deviation_stats(X: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) 
     radii = torch.zeros(means.shape[0], dtype=X.dtype, device=X.device).scatter_reduce(0, labels, dev.norm(dim=1), "amax")
     bary = dev @ torch.linalg.pinv(means)  # (N, Q): Δ_1^T
     return radii, float(bary.norm(dim=1).max())
+
+
+def per_class(value: float | Sequence[float], q: int, name: str, where: str) -> list[float]:
+    """``value`` as ``q`` floats, one per class: a number (repeated) or a sequence of ``q`` numbers."""
+    try:
+        values = [float(value)] * q if isinstance(value, (int, float)) else [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ParameterError(f"{where}: {name} must be a number or {q} numbers (one per class), got {value!r}") from None
+    if len(values) != q:
+        raise ParameterError(f"{where}: {name} must be a number or {q} numbers (one per class), got {len(values)}")
+    return values

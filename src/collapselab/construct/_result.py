@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..core.cost import weighted_l2
+from ..core.cost import mean_l2, weighted_l2
 from ..core.geometry import truncation_sequence
 from ..core.network import ReLUNet, num_parameters
 from ..core.validation import check_matrix
@@ -46,7 +46,7 @@ def ce24_cost(outputs: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor) -> t
 
     outputs: ``(N, P)``; labels: ``(N,)``; Y: ``(Q, P)``.
     """
-    return 0.5 * (outputs - Y[labels]).pow(2).sum()
+    return outputs.shape[0] * mean_l2(outputs, labels, Y)  # N (1/2N)|x - y|^2
 
 
 def _vector(t: torch.Tensor | None) -> list[float] | None:

@@ -33,7 +33,7 @@ from ..core.data import ClassificationData, check_data
 from ..core.errors import AssumptionError, ParameterError
 from ..core.geometry import angle
 from ..core.validation import Interval, check_param
-from ._checks import check_independent_means, deviation_stats
+from ._checks import check_independent_means, deviation_stats, per_class
 from ._cones import anchor_cost, assemble, check_sectors, cone_layer
 from ._result import ConstructedNetwork, LayerExplanation
 from .shallow import barycentric_lsq
@@ -46,20 +46,24 @@ class ClusterGeometry:
     """The data-derived quantities of CE23 2.2 (spec/chen.md 2.1, 2.2).
 
     means: ``(Q, M)`` class means ``x̄_{0,j}``; barycenter: ``(M,)`` ``x̄ = mean_j x̄_{0,j}``;
-    delta: ``sup_{j,i} |Δx_{0,j,i}|``; axes: ``(Q, M)`` unit vectors ``f_j`` toward ``x̄``;
+    axes: ``(Q, M)`` unit vectors ``f_j`` toward ``x̄``;
     distances: ``(Q,)`` ``|x̄ - x̄_{0,j}|``; theta_star: ``(Q,)`` the angles ``theta_{*,j}``;
-    radii: ``(Q,)`` per-class ``max_i |Δx_{0,j,i}|`` (``delta = max_j radii_j``); delta_P: the
+    radii: ``(Q,)`` per-class ``max_i |Δx_{0,j,i}|``; delta_P: the
     barycentric noise ``sup |(X_0^red)^{-1} Δx_{0,j,i}|`` (CE23 (2.56) with ``tau = id``).
     """
 
     means: torch.Tensor
     barycenter: torch.Tensor
-    delta: float
     axes: torch.Tensor
     distances: torch.Tensor
     theta_star: torch.Tensor
     radii: torch.Tensor
     delta_P: float
+
+    @property
+    def delta(self) -> float:
+        """``delta = sup_{j,i} |Δx_{0,j,i}| = max_j radii_j`` (CE23 (2.14))."""
+        return float(self.radii.max())
 
     @property
     def theta_max(self) -> float:
@@ -113,7 +117,7 @@ def cluster_geometry(data: ClassificationData, *, where: str = "cluster_geometry
             f"i.e. no cone of aperture < pi at the mean of class {j} pointing to the barycenter contains the 4 delta-ball around the "
             f"mean of class {jp}; the clusters are too wide or the means badly placed for {source}"
         )
-    return ClusterGeometry(means, bary, delta, axes, dist, theta_star, radii, dp)
+    return ClusterGeometry(means, bary, axes, dist, theta_star, radii, dp)
 
 
 def admissible_mu(
@@ -168,9 +172,7 @@ def _branches(mu: float | Sequence[float] | None, keep: Sequence[int], q: int, w
             check_param("keep[]", j, Interval(int, 0, q - 1), where)
         kept = {int(j) for j in keep}
         return None, [j not in kept for j in range(q)]
-    values = [float(mu)] * q if isinstance(mu, (int, float)) else [float(v) for v in mu]
-    if len(values) != q:
-        raise ParameterError(f"{where}: mu must be a number or {q} numbers (one per class), got {len(values)}")
+    values = per_class(mu, q, "mu", where)
     return values, [v < 0 for v in values]
 
 

@@ -33,7 +33,7 @@ from ..core.data import ClassificationData, check_data
 from ..core.errors import AssumptionError, DivergenceError, ParameterError, SingularError
 from ..core.geometry import angle
 from ..core.validation import OneOf, check_param
-from ._checks import check_independent_means, deviation_stats
+from ._checks import check_independent_means, deviation_stats, per_class
 from ._cones import anchor_cost, assemble, check_sectors, cone_layer
 from ._result import ConstructedNetwork, LayerExplanation
 from .clustered import cluster_geometry
@@ -236,15 +236,20 @@ class _Search:
         return steps
 
 
-def _finish(data: ClassificationData, steps: Sequence[SequentialStep], kind: str, where: str, forward: str, collapse: str) -> ConstructedNetwork:
-    """Cone layers from ``steps`` (spec 3.2 steps 5-7), the sector check, the output layer, the result."""
+def _finish(
+    data: ClassificationData, steps: Sequence[SequentialStep], stats: tuple[torch.Tensor, float], kind: str, where: str, forward: str, collapse: str
+) -> ConstructedNetwork:
+    """Cone layers from ``steps`` (spec 3.2 steps 5-7), the sector check, the output layer, the result.
+
+    stats: ``(radii, delta_P)`` of :func:`~._checks.deviation_stats` (computed once by the caller).
+    """
     q, m = data.num_classes, data.dim
     hidden = [cone_layer(s.apex, s.axis, s.theta) for s in steps]
     handled_by: list[int | None] = [None] * q
     for k, s in enumerate(steps):
         handled_by[s.cls] = k
     P = torch.stack([s.apex for s in sorted(steps, key=lambda s: s.cls)])  # (Q, M), row j = p_j
-    radii, dp = deviation_stats(data.X, data.labels, data.class_means)
+    radii, dp = stats
     check_sectors(data, radii, hidden, handled_by, P, where=where, forward_condition=forward, collapse_condition=collapse)
     sv = torch.linalg.svdvals(P)
     if float(sv[-1]) <= 1e3 * torch.finfo(P.dtype).eps * max(q, m) * float(sv[0]):
@@ -308,16 +313,19 @@ def construct_sequential(
     check_independent_means(data.class_means, where=where, source="CE24 Thm 5.2 (rank X_0^red = Q)")
     searcher = _Search(data, where)
     if order is not None:
-        order = [int(k) for k in order]
-        if sorted(order) != list(range(q)):
-            raise ParameterError(f"{where}: order must be a permutation of 0..{q - 1}, got {order}")
-        steps = searcher.run_order(order)
+        try:
+            given = [int(k) for k in order]
+        except (TypeError, ValueError):
+            given = []
+        if sorted(given) != list(range(q)):
+            raise ParameterError(f"{where}: order must be a permutation of 0..{q - 1}, got {order!r}")
+        steps = searcher.run_order(given)
     elif search == "exhaustive" or (search == "auto" and q <= EXHAUSTIVE_MAX_Q):
         steps = searcher.exhaustive(q)
     else:
         steps = searcher.greedy(q)
     return _finish(
-        data, steps, "sequential", where,
+        data, steps, deviation_stats(data.X, data.labels, data.class_means), "sequential", where,
         forward="the separating cone (CE24 (5.6), Lemma 3.4)", collapse="the backward cone (CE24 (5.6), Lemma 3.4)",
     )
 
@@ -354,9 +362,7 @@ def construct_clustered_wide(
     elif not (isinstance(theta, (int, float)) and lo_theta < theta < math.pi):
         raise ParameterError(f"{where}: theta must lie in (max(max_j theta_*,j, pi/2), pi) = ({lo_theta:.6g}, {math.pi:.6g}) (CE24 (4.24)), got {theta!r}")
     d = geom.delta
-    mus = [2.5 * d] * q if mu is None else ([float(mu)] * q if isinstance(mu, (int, float)) else [float(v) for v in mu])
-    if len(mus) != q:
-        raise ParameterError(f"{where}: mu must be a number or {q} numbers (one per class), got {len(mus)}")
+    mus = per_class(2.5 * d if mu is None else mu, q, "mu", where)
     for j, v in enumerate(mus):
         if not 2 * d < v < 3 * d:
             raise ParameterError(f"{where}: mu[{j}] = {v!r} must lie in (2 delta, 3 delta) = ({2 * d:.6g}, {3 * d:.6g}) (CE24 Prop 4.1)")
@@ -365,6 +371,6 @@ def construct_clustered_wide(
         p = geom.means[j] + mus[j] * geom.axes[j]
         steps.append(SequentialStep(j, p, geom.axes[j].clone(), mus[j], math.nan, lo_theta, float(theta)))
     return _finish(
-        data, steps, "clustered-wide", where,
+        data, steps, (geom.radii, geom.delta_P), "clustered-wide", where,
         forward="the cone condition (CE24 (4.5)/(4.6))", collapse="the collapse condition mu_l in (2 delta, 3 delta) (CE24 Prop 4.1)",
     )

@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
-from ..core.data import check_data
+from ..core.data import ClassificationData, check_data
 from ..core.errors import ParameterError, ShapeError, SingularError
 from ..core.geometry import truncation
 from ..core.network import from_layers
@@ -33,32 +34,37 @@ from ._result import ConstructedNetwork, LayerExplanation
 __all__ = ["barycentric_noise", "delta_p", "barycentric_lsq", "BarycentricLSQ", "construct_shallow"]
 
 
-def _reduced(T: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``(Q, M)`` class means of the rows of ``T`` (scatter-add, no per-sample loop)."""
-    counts = torch.bincount(labels, minlength=num_classes).to(T.dtype)
-    sums = torch.zeros(num_classes, T.shape[1], dtype=T.dtype, device=T.device).index_add_(0, labels, T)
-    return sums / counts[:, None]
+def _checked(T: Any, labels: Any, Y: Any | None, num_classes: int | None, where: str) -> ClassificationData:
+    """The boundary check of the public functions below (``T`` keeps a floating dtype, else float64)."""
+    dtype = T.dtype if isinstance(T, torch.Tensor) and T.is_floating_point() else torch.float64
+    return check_data(T, labels, Y, num_classes=num_classes, dtype=dtype, where=where)
 
 
-def barycentric_noise(T: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _barycentric(data: ClassificationData) -> torch.Tensor:
+    """``Δ_1^T`` ``(N, Q)`` of checked data: ``(x_i - x̄_{label(i)}) (X^red)^+`` (one pseudo-inverse)."""
+    return (data.X - data.class_means[data.labels]) @ torch.linalg.pinv(data.class_means)
+
+
+def barycentric_noise(T: Any, labels: Any, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(T^red, Δ_1^T)``: the class means ``(Q, M)`` and the deviations in barycentric coordinates ``(N, Q)``.
 
     ``Δ_1 = (T^red)^+ ΔT`` (CE23 2.4; the left inverse for ``M > Q``), i.e. row ``i`` of the
     result solves ``Δt_i = sum_k c_k t̄_k`` (in the least-squares sense when ``M > Q``).
+    T: ``(N, M)``; labels: ``(N,)`` in ``[0, Q)``, ``Q = num_classes`` (default ``max + 1``),
+    every class non-empty (else EmptyClassError).
     """
-    red = _reduced(T, labels, num_classes)
-    return red, (T - red[labels]) @ torch.linalg.pinv(red)
+    data = _checked(T, labels, None, num_classes, "barycentric_noise")
+    return data.class_means, _barycentric(data)
 
 
-def delta_p(T: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> float:
+def delta_p(T: Any, labels: Any, num_classes: int | None = None) -> float:
     """``delta_P = sup_{j,i} |(T^red)^+ Δt_{j,i}|``: noise relative to signal, in barycentric coordinates.
 
     CE23 (2.56) (there ``T = tau(X_0)``) and the shallow paper (``T = X_0``). Invariant under
-    ``GL`` acting on input space. T: ``(N, M)``; labels: ``(N,)``.
+    ``GL`` acting on input space. T: ``(N, M)``; labels: ``(N,)`` as in :func:`barycentric_noise`.
     """
-    q = int(labels.max()) + 1 if num_classes is None else num_classes
-    _, d1 = barycentric_noise(T, labels, q)
-    return float(d1.norm(dim=1).max())
+    data = _checked(T, labels, None, num_classes, "delta_p")
+    return float(_barycentric(data).norm(dim=1).max())
 
 
 class BarycentricLSQ(NamedTuple):
@@ -72,7 +78,7 @@ class BarycentricLSQ(NamedTuple):
     """``(Q, Q)``: ``Δ_2 = Δ_1 N^{-1} Δ_1^T``."""
 
 
-def barycentric_lsq(T: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor) -> BarycentricLSQ:
+def barycentric_lsq(T: Any, labels: Any, Y: Any) -> BarycentricLSQ:
     """CE23's barycentric least-squares formula (2.4)/(4.3) for the last layer, **without output bias**.
 
     ``min_W sum_j 1/N_j sum_i |W t_{j,i} - y_j|^2`` over ``W`` in ``R^{P x Q}`` equals
@@ -83,22 +89,24 @@ def barycentric_lsq(T: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor) -> B
     T: ``(N, Q)`` with invertible class-mean matrix ``T^red``; labels: ``(N,)`` in ``[0, Q)``;
     Y: ``(Q, P)``, row ``j`` is ``y_j``.
     """
-    q = Y.shape[0]
-    if T.ndim != 2 or T.shape[1] != q:
-        raise ShapeError(f"barycentric_lsq: T must be (N, Q) = (N, {q}) so that T^red is square, got {tuple(T.shape)}")
-    red, d1 = barycentric_noise(T, labels, q)
+    q = np.shape(Y)[0] if np.ndim(Y) == 2 else None
+    if np.ndim(T) != 2 or np.shape(T)[1] != q:
+        raise ShapeError(f"barycentric_lsq: T must be (N, Q) = (N, {q}) so that T^red is square (Q: rows of Y (Q, P)), got {tuple(np.shape(T))}")
+    data = _checked(T, labels, Y, None, "barycentric_lsq")
+    Yt, red = data.Y, data.class_means
     s = torch.linalg.svdvals(red)
-    if float(s[-1]) <= 1e3 * torch.finfo(T.dtype).eps * q * float(s[0]):
+    if float(s[-1]) <= 1e3 * torch.finfo(red.dtype).eps * q * float(s[0]):
         raise SingularError(f"barycentric_lsq: the class-mean matrix T^red is singular (singular values {s.tolist()}); the formula needs invertible T^red")
-    w = 1.0 / torch.bincount(labels, minlength=q).to(T.dtype)[labels]
+    d1 = _barycentric(data)
+    w = 1.0 / data.class_counts.to(red.dtype)[data.labels]
     delta2 = (d1 * w[:, None]).T @ d1
     delta2 = 0.5 * (delta2 + delta2.T)
     evals, V = torch.linalg.eigh(delta2)
     evals = evals.clamp_min(0)
-    eye = torch.eye(q, dtype=T.dtype, device=T.device)
+    eye = torch.eye(q, dtype=red.dtype, device=red.device)
     root = (V * (evals / (1 + evals)).sqrt()) @ V.T  # |Δ_2|^{1/2} (1 + Δ_2)^{-1/2}
-    value = torch.linalg.matrix_norm(Y.T @ root)
-    A = Y.T @ torch.linalg.inv(eye + delta2)  # W^* T^red_col
+    value = torch.linalg.matrix_norm(Yt.T @ root)
+    A = Yt.T @ torch.linalg.inv(eye + delta2)  # W^* T^red_col
     weight = torch.linalg.solve(red, A.T).T  # W^* = A (T^red_col)^{-1}, T^red_col = red^T
     return BarycentricLSQ(weight, value, delta2)
 
@@ -147,12 +155,13 @@ def construct_shallow(
     W1 = basis.T
     shift = torch.cat([torch.ones(q, dtype=Xt.dtype, device=Xt.device), torch.zeros(m - q, dtype=Xt.dtype, device=Xt.device)])
     b1 = beta * (2 * shift - 1)  # beta (u_Q; -u_{M-Q})
-    metric = Yt.T @ torch.linalg.pinv(means.T)  # Y (X_0^red)^+ : (P, M)
+    pinv = torch.linalg.pinv(means)  # (M, Q): (X_0^red)^+ acting on rows
+    metric = Yt.T @ pinv.T  # Y (X_0^red)^+ : (P, M)
     W2 = metric @ basis
     b2 = -(W2 @ (beta * shift))
     module = from_layers([(W1, b1), (W2, b2)])
     cumulative = [(W1.clone(), b1.clone()), (W2 @ W1, W2 @ b1 + b2)]
-    _, d1 = barycentric_noise(Xt, lab, q)
+    d1 = (Xt - means[lab]) @ pinv  # Δ_1^T, (N, Q)
     w = 1.0 / data.class_counts.to(Xt.dtype)[lab]
     cost = float(((d1 @ Yt).pow(2).sum(1) * w).sum().sqrt())  # |Y Δ_1|_{L2_N}; module(X) reproduces it
     dp = float(d1.norm(dim=1).max())

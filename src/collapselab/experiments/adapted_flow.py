@@ -40,7 +40,7 @@ from torch import nn  # noqa: E402
 
 from ..core.data import gaussian_clusters  # noqa: E402
 from ..core.network import ReLUNet  # noqa: E402
-from ..flows import AdaptedField, HomotopyField, OutputMap, evaluate_field, integrate  # noqa: E402
+from ..flows import AdaptedField, HomotopyField, OutputMap, Trajectory, evaluate_field, integrate  # noqa: E402
 from ._base import Experiment, ExperimentConfig, RunContext  # noqa: E402
 
 __all__ = ["Config", "EXPERIMENT", "run"]
@@ -69,13 +69,13 @@ def _tanh_twin(widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers).double()
 
 
-def _exact_error(tr) -> float:
+def _exact_error(tr: Trajectory) -> float:
     """``max |x(s) - y - e^{-s/N}(x_0 - y)| / max |x_0 - y|`` over the recorded states."""
     exact = tr.y + torch.exp(-tr.s / tr.num_samples)[:, None].to(tr.y) * (tr.x0 - tr.y)
     return float((tr.outputs - exact).abs().max() / (tr.x0 - tr.y).abs().max())
 
 
-def _log_curve(ctx: RunContext, part: str, alpha: float, tr, points: int) -> None:
+def _log_curve(ctx: RunContext, part: str, alpha: float, tr: Trajectory, points: int) -> None:
     stride = max(1, len(tr.s) // points)
     pred = tr.predicted_cost()
     for i in list(range(0, len(tr.s), stride)) + ([len(tr.s) - 1] if (len(tr.s) - 1) % stride else []):
@@ -96,7 +96,7 @@ def run(ctx: RunContext) -> None:
     ctx.log.info("ReLU net %s: K=%d, QN=%d, N=%d", cfg.widths, theta0.numel(), y.numel(), n)
 
     # 1. loss against s for the homotopy, explicit Euler with a stable step per field
-    lam_max = float(evaluate_field(AdaptedField(), omap, theta0, y).solve.eigenvalues[-1])
+    lam_max = float(torch.linalg.eigvalsh(omap.gram(theta0))[-1])  # largest eigenvalue of the NTK Gram D D^T
     curves = {}
     for alpha in ctx.progress(cfg.alphas, desc="homotopy"):
         rate = alpha + (1.0 - alpha) * lam_max  # largest output contraction rate x N of V_alpha
@@ -129,7 +129,7 @@ def run(ctx: RunContext) -> None:
     dup = integrate(AdaptedField(), dup_map, smooth_theta, y, s_end, rtol=cfg.rtol, atol=cfg.rtol * 1e-2, on_rank_loss="continue")
     _log_curve(ctx, "rank_loss", 1.0, dup, cfg.log_points)
     ctx.claim_close("rank-loss-rank", "duplicated input: rank D = QN - Q along the flow (min over the run)", SOURCE + " (Prop 2.5 setting)", measured=float(dup.rank.min()), expected=float(y.numel() - q), tolerance=0.0)
-    ctx.claim_at_least("rank-loss-deviates", "under rank loss the outputs leave the straight line (max deviation / max|x_0 - y|)", SOURCE + " Prop 2.5", measured=float(dup.deviation.max() / (dup.x0 - dup.y).abs().max()), bound=1e-2)
+    ctx.claim_at_least("rank-loss-deviates", "under rank loss the outputs leave the straight line (max deviation / max|x_0 - y|)", SOURCE + " Prop 2.5", measured=float(dup.deviation.max()) / float((dup.x0 - dup.y).abs().max()), bound=1e-2)
     ctx.claim_close("rank-loss-corrected-prop-2.5", "the deviation equals the corrected Prop 2.5 (1 - t) R(t), dR/dt = P_t^perp (R + x_0 - y)/(1 - t) (max error)", SOURCE + " Prop 2.5 corrected, errata E8", measured=float(dup.deviation_error.max()), expected=0.0, tolerance=1e-7)
 
     # 4. equilibria: Gauss-Newton (Euler, ds = N) to the rank-loss equilibrium, then every V_alpha there

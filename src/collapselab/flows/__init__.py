@@ -28,17 +28,19 @@ from .fields import (
     parameter_form_adapted,
 )
 from .gram import relu_gram
-from .integrate import METHODS, integrate
-from .interpolation import deviation_from_interpolation, linear_interpolation, reparametrised_time
-from .jacobian import OutputMap, mlp_widths
-from .linalg import GramSolve, cg_solve, cholesky_solve, least_squares_solve
+from .integrate import METHODS, RANK_LOSS_POLICIES, integrate
+from .interpolation import deviation_from_interpolation, deviation_rate, linear_interpolation, reparametrised_time
+from .jacobian import GRAM_METHODS, OutputMap, mlp_widths
+from .linalg import GramSolve, cg_solve, cholesky_solve, default_rtol, least_squares_solve
 from .optimizer import LINALG, AdaptedFlow, adapted_step, choose_linalg, fit, stacked_targets
-from .trajectory import Status, Trajectory
+from .trajectory import Status, Trajectory, TrajectoryRecorder
 
 __all__ = [
     "FIELDS",
+    "GRAM_METHODS",
     "LINALG",
     "METHODS",
+    "RANK_LOSS_POLICIES",
     "AdaptedField",
     "AdaptedFlow",
     "FieldEval",
@@ -49,13 +51,16 @@ __all__ = [
     "StandardField",
     "Status",
     "Trajectory",
+    "TrajectoryRecorder",
     "VectorField",
     "adapted_field",
     "adapted_step",
     "cg_solve",
     "cholesky_solve",
     "choose_linalg",
+    "default_rtol",
     "deviation_from_interpolation",
+    "deviation_rate",
     "evaluate_field",
     "fit",
     "integrate",

@@ -52,8 +52,8 @@ _SCIPY = {"RK23": RK23, "RK45": RK45, "DOP853": DOP853}
 METHODS = ("euler", *_SCIPY)
 """Integration methods: explicit Euler and scipy's adaptive Runge-Kutta solvers."""
 RANK_LOSS_POLICIES = ("stop", "continue")
-_COLLAPSE, _COLLAPSE_STEPS = 1e-6, 20  # adaptive step below 1e-6 s_end for 20 accepted steps: stalled
 """``on_rank_loss``: stop with ``Status.RANK_LOSS``, or continue with the minimum-norm flow."""
+_COLLAPSE, _COLLAPSE_STEPS = 1e-6, 20  # adaptive step below 1e-6 s_end for 20 accepted steps: stalled
 
 
 def integrate(

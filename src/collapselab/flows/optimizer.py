@@ -54,6 +54,7 @@ from ..core.network import hidden_layers, unflatten_params
 from ..core.types import Inputs, Matrix, Theta, Vector
 from ..core.validation import Interval, OneOf, check_finite, check_matrix, check_param
 from .gram import relu_gram
+from .integrate import RANK_LOSS_POLICIES
 from .jacobian import OutputMap
 from .linalg import cg_solve, least_squares_solve
 from .trajectory import Status, Trajectory, TrajectoryRecorder
@@ -127,7 +128,7 @@ class _Direction:
     epsilon: float
 
 
-def _gauss_newton(lin: _Linearisation, r: Vector, full_rank: int, cg_max_iter: int, cg_rtol: float, try_cholesky: bool = True) -> _Direction:
+def _gauss_newton(lin: _Linearisation, r: Vector, cg_max_iter: int, cg_rtol: float, try_cholesky: bool = True) -> _Direction:
     """``D^+ r = D^T G^+ r`` with rank, ``|P^perp r|`` and ``|D^T r| / |r|``."""
     rnorm = float(torch.linalg.vector_norm(r))
     if lin.gram is None:
@@ -150,7 +151,7 @@ def adapted_step(omap: OutputMap, theta: Theta, y: Vector, h: float = 1.0, *, li
     if linalg == "auto":
         linalg = "structured" if omap.is_mlp else "dense"
     lin = _linearise(omap, theta, linalg)
-    d = _gauss_newton(lin, lin.outputs - y, min(y.shape[0], theta.shape[0]), 10 * y.shape[0], 1e-14)
+    d = _gauss_newton(lin, lin.outputs - y, 10 * y.shape[0], 1e-14)
     return theta.detach() - h * d.direction
 
 
@@ -193,9 +194,10 @@ class AdaptedFlow:
         check_param("min_step", min_step, Interval(float, 0.0, step, closed="right"), where)
         check_param("tol", tol, Interval(float, 0.0, closed="neither"), where)
         check_param("linalg", linalg, OneOf(LINALG), where)
-        check_param("on_rank_loss", on_rank_loss, OneOf(("stop", "continue")), where)
+        check_param("on_rank_loss", on_rank_loss, OneOf(RANK_LOSS_POLICIES), where)
         check_param("memory_limit", memory_limit, Interval(float, 0.0, closed="neither"), where)
         check_param("cg_max_iter", cg_max_iter, Interval(int, 1), where)
+        check_param("cg_rtol", cg_rtol, Interval(float, 0.0, closed="neither"), where)
         if max_steps is not None:
             check_param("max_steps", max_steps, Interval(int, 1), where)
         params = list(model.parameters())
@@ -245,8 +247,9 @@ class AdaptedFlow:
     def step(self) -> tuple[Status, str] | None:
         """One accepted damped step; returns ``(status, detail)`` if the run must stop, else ``None``."""
         r = self._lin.outputs - self.y
-        # once the Gram turned singular it stays so near the solution: skip the Cholesky attempt
-        d = _gauss_newton(self._lin, r, self.full_rank, self.cg_max_iter, self.cg_rtol, try_cholesky=self._last_rank >= self.full_rank)
+        # plain Cholesky succeeds only on a Gram of full size QN: never when K < QN, and once the Gram
+        # turned singular it stays so near the solution, so skip the (failing) attempt then
+        d = _gauss_newton(self._lin, r, self.cg_max_iter, self.cg_rtol, try_cholesky=self._last_rank >= r.shape[0])
         self._last_rank = d.rank
         if 0 <= d.rank < self.full_rank and self.on_rank_loss == "stop":
             return Status.RANK_LOSS, f"rank D D^T = {d.rank} < {self.full_rank} at step {self.steps}, C={self.cost:.3e}"

@@ -51,6 +51,8 @@ class Trajectory:
     recorded; deviation: ``|x(s) - ((1 - t) x_0 + t y)|``; deviation_predicted: the
     corrected Prop 2.5 value ``|(1 - t) R|`` (NaN if not tracked); deviation_error:
     ``|x - lin - (1 - t) R|``; theta: the last parameters ``(K,)``; x0, y: ``(QN,)``.
+    The per-step series (``s`` ... ``deviation_error``) are float64 on the CPU; ``theta``,
+    ``x0``, ``y`` and ``outputs`` stay on the model's device.
     """
 
     s: Vector
@@ -84,6 +86,7 @@ class Trajectory:
 
     @property
     def ok(self) -> bool:
+        """Whether the run ended well (:attr:`Status.ok`)."""
         return self.status.ok
 
     def predicted_cost(self) -> Vector:
