@@ -80,6 +80,11 @@ def trainer_epochs(model_name: str, X: torch.Tensor, y: torch.Tensor, epochs: in
     return times
 
 
+def med(times: list[float]) -> float:
+    """Median epoch time, the first (warm-up) epoch dropped when there are others."""
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["mlp", "vgg11"], default="mlp")
@@ -94,7 +99,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     X, y = data(args.model, args.samples, device)
-    med = lambda ts: statistics.median(ts[1:] if len(ts) > 1 else ts)  # noqa: E731
     plain = med(plain_epochs(args.model, X, y, args.epochs, args.batch, device))
     trainer = med(trainer_epochs(args.model, X, y, args.epochs, args.batch, device, measure=False))
     tracked = med(trainer_epochs(args.model, X, y, args.epochs, args.batch, device, measure=True))

@@ -52,6 +52,8 @@ def test_make_model_and_errors():
         VGG(16)
     with pytest.raises(ParameterError, match="expected nn.Linear or a full-kernel nn.Conv2d"):
         classifier_weights(nn.Conv2d(3, 2, 3, padding=1))
+    with pytest.raises(ParameterError, match="expected nn.Linear or a full-kernel nn.Conv2d"):
+        classifier_weights(nn.Conv2d(4, 2, 2, groups=2))  # weight (2, 2, 2, 2) is not a (2, 16) matrix
 
 
 def test_scale_conv_init_sets_every_layer_norm():

@@ -93,3 +93,24 @@ def test_tensorboard_logger_is_optional(tmp_path):
             TensorBoardLogger(tmp_path)
     else:
         TensorBoardLogger(tmp_path).close()
+
+
+def test_randomise_labels_refuses_no_classes():
+    with pytest.raises(ParameterError, match="randomise_labels: num_classes must be int in"):
+        randomise_labels(torch.zeros(4, dtype=torch.int64), 0.5, 0, generator=torch.Generator())
+
+
+def test_normalised_margins_of_a_float64_model_on_float32_images():
+    from collapselab.toy import rho
+    from collapselab.train import SquareLossConvNet
+    from collapselab.train.protocols import normalised_margins
+
+    torch.manual_seed(0)
+    model = SquareLossConvNet(1, 2, channels=(3, 4, 5)).double()
+    X = torch.rand(6, 1, 32, 32)
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    model.eval()
+    with torch.no_grad():
+        out = model(X.double())
+    own, other = out[torch.arange(6), labels], out[torch.arange(6), 1 - labels]
+    torch.testing.assert_close(normalised_margins(model, X, labels), (own - other) / float(rho(model)), rtol=1e-12, atol=1e-15)

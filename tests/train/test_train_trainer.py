@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from collapselab.core.data import gaussian_clusters
-from collapselab.core.errors import ConfigError, DivergenceError, EmptyClassError, NonFiniteError, ParameterError, ShapeError
+from collapselab.core.errors import ConfigError, DivergenceError, EmptyClassError, LabelError, NonFiniteError, ParameterError, ShapeError
 from collapselab.train import MLP, Checkpoint, TrainConfig, Trainer, log_spaced_epochs
 from collapselab.train._batches import EpochBatches
 
@@ -133,3 +133,53 @@ def test_log_spaced_epochs_and_config_errors(data):
         EpochBatches(10, 1, seed=0, world=2)
     with pytest.raises(ParameterError, match="the model has no parameters"):
         Trainer(nn.ReLU(), (data.X, data.labels), TrainConfig(epochs=1))
+
+
+def test_mse_targets_of_another_width_measure_the_class_level_metrics(data):
+    # features of a linear model are its inputs, so NC1 is that of X whatever the weights;
+    # a 2-output classifier for 3 classes has no classifier metrics (NaN), the keys stay the same
+    from collapselab.collapse import nc1
+
+    T = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 1.0]], dtype=torch.float64)
+    cfg = TrainConfig(epochs=1, loss="mse", batch_size=None, nc_points=1)
+    narrow = Trainer(linear(P=2), (data.X, data.labels), cfg, targets=T).fit()[0].metrics
+    square = Trainer(linear(P=3), (data.X, data.labels), cfg).fit()[0].metrics
+    assert narrow.keys() == square.keys()
+    assert math.isclose(narrow["nc1"], nc1(data.X, data.labels), rel_tol=1e-10)
+    assert math.isclose(narrow["nc1"], square["nc1"], rel_tol=1e-10)
+    assert all(math.isnan(narrow[k]) for k in ("nc3", "nc4", "accuracy")) and not math.isnan(square["nc3"])
+
+
+def test_fractional_labels_and_bad_parameters_are_refused(data, tmp_path):
+    with pytest.raises(LabelError, match=r"labels must be integers, got non-integral values such as \d\.5"):
+        Trainer(linear(), (data.X, data.labels.double() + 0.5), TrainConfig(epochs=1, nc_points=0))
+    bad_targets = torch.eye(3)
+    bad_targets[1, 1] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"Trainer: targets has 1 non-finite entry"):
+        Trainer(linear(), (data.X, data.labels), TrainConfig(epochs=1, loss="mse"), targets=bad_targets)
+    with pytest.raises(ParameterError, match="Trainer: measure_batch_size must be int in"):
+        Trainer(linear(), (data.X, data.labels), TrainConfig(epochs=1), measure_batch_size=0)
+    with pytest.raises(ParameterError, match="Trainer: num_classes must be int in"):
+        Trainer(linear(), Pairs(data), TrainConfig(epochs=1), num_classes=0)
+    with pytest.raises(ParameterError, match="Checkpoint: every must be int in"):
+        Checkpoint(path=tmp_path / "ck.pt", every=0)
+
+
+class Pairs(torch.utils.data.Dataset):
+    """A generic map-style data set of ``(x, label)`` pairs (goes through a DataLoader)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return self.data.num_samples
+
+    def __getitem__(self, i):
+        return self.data.X[i], self.data.labels[i]
+
+
+def test_generic_dataset_trains_like_tensors(data):
+    cfg = TrainConfig(epochs=2, lr=0.05, batch_size=16, nc_points=2)
+    tensors = Trainer(linear(), (data.X, data.labels), cfg).fit()
+    generic = Trainer(linear(), Pairs(data), cfg, num_classes=3).fit()
+    assert [r.row() for r in generic] == [r.row() for r in tensors]

@@ -1,7 +1,7 @@
-"""Subprocess of test_resume.py: train a small net into a run folder, optionally SIGKILL
+"""Subprocess of test_train_resume.py: train a small net into a run folder, optionally SIGKILL
 itself at a given forward call (mid-epoch), optionally resume from the folder's checkpoint.
 
-Usage: python resume_worker.py FOLDER KILL_AT_CALL(0 = never) RESUME(0/1)
+Usage: python train_resume_worker.py FOLDER KILL_AT_CALL(0 = never) RESUME(0/1)
 """
 
 import os

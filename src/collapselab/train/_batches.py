@@ -20,18 +20,23 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..core.data import as_label_tensor
 from ..core.errors import ParameterError, ShapeError
 
-__all__ = ["EpochBatches", "as_source"]
+__all__ = ["EpochBatches", "as_source", "rank_shard"]
 
 
 class _TensorSource:
-    """Inputs ``X (N, ...)`` and labels ``(N,)`` indexed by index tensors."""
+    """Inputs ``X (N, ...)`` and labels ``(N,)`` indexed by index tensors.
+
+    Labels go through :func:`~collapselab.core.data.as_label_tensor` (integral values, 1-D)
+    before the int64 cast, so fractional labels are refused rather than truncated."""
 
     def __init__(self, X: torch.Tensor, labels: torch.Tensor, where: str) -> None:
-        if labels.ndim != 1 or X.shape[0] != labels.shape[0]:
+        labels = as_label_tensor(labels, where)
+        if X.shape[0] != labels.shape[0]:
             raise ShapeError(f"{where}: inputs have {X.shape[0]} rows but labels has shape {tuple(labels.shape)}; pass one label per input row")
-        self.X, self.labels = X, labels.to(torch.int64)
+        self.X, self.labels = X, labels
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -54,6 +59,12 @@ class _DatasetSource:
         loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in index_batches], num_workers=self.num_workers)
         for x, y in loader:
             yield x, torch.as_tensor(y).to(torch.int64)
+
+
+def rank_shard(num_samples: int, rank: int, world: int) -> torch.Tensor:
+    """Rank ``rank``'s fixed share of ``num_samples`` samples: indices ``rank, rank + world, ...``
+    (the shares of all ranks partition ``[0, num_samples)``; measurement and test passes)."""
+    return torch.arange(rank, num_samples, world)
 
 
 def as_source(data: Any, where: str, num_workers: int = 0) -> _TensorSource | _DatasetSource:
@@ -95,8 +106,8 @@ class EpochBatches:
         return out
 
     def shard(self) -> torch.Tensor:
-        """This rank's fixed share of all samples (for measurement passes): ``rank, rank + R, ...``."""
-        return torch.arange(self.rank, self.n, self.world)
+        """This rank's fixed share of all samples (for measurement passes): :func:`rank_shard`."""
+        return rank_shard(self.n, self.rank, self.world)
 
     def state(self) -> torch.Tensor:
         return self.generator.get_state()

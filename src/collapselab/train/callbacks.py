@@ -16,6 +16,7 @@ import torch
 
 from ..core.errors import ParameterError
 from ..core.store import atomic_write_bytes
+from ..core.validation import Interval, check_param
 from .trainer import EpochRecord, Trainer
 
 __all__ = ["MetricsLogger", "Checkpoint", "TensorBoardLogger", "save_state_file"]
@@ -47,7 +48,7 @@ class Checkpoint:
         if (save is None) == (path is None):
             raise ParameterError("Checkpoint: give exactly one of save= (a function) or path= (a file)")
         self.save = save if save is not None else (lambda state: save_state_file(path, state))  # type: ignore[arg-type]
-        self.every, self.wrap = int(every), wrap
+        self.every, self.wrap = int(check_param("every", every, Interval(int, 1), "Checkpoint")), wrap
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         if record.epoch % self.every == 0 or record.epoch == trainer.config.epochs:

@@ -69,11 +69,13 @@ def as_images(
 def randomise_labels(labels: torch.Tensor, fraction: float, num_classes: int, *, generator: torch.Generator) -> torch.Tensor:
     """A copy of ``labels (N,)`` where ``round(fraction N)`` samples, chosen at random, get a label
     drawn uniformly from ``[0, num_classes)`` (it may equal the old one, as in the seed-002
-    random-label experiments: with ``fraction = 1`` the labels carry no information)."""
+    random-label experiments: with ``fraction = 1`` the labels carry no information).
+    ``generator`` is a CPU generator (the draws do not depend on the labels' device)."""
     where = "randomise_labels"
     check_param("fraction", fraction, Interval(float, 0.0, 1.0), where)
+    check_param("num_classes", num_classes, Interval(int, 1), where)
     out = labels.clone()
     k = round(fraction * labels.shape[0])
     idx = torch.randperm(labels.shape[0], generator=generator)[:k]
-    out[idx] = torch.randint(0, num_classes, (k,), generator=generator).to(out.dtype)
+    out[idx.to(out.device)] = torch.randint(0, num_classes, (k,), generator=generator).to(out)
     return out

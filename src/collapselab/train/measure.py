@@ -65,7 +65,9 @@ def measure_features(
     Two passes, as the per-sample metrics need the final class means (NC4, nearest-centre
     accuracy, within-class distances; spec/neural_collapse.md): the first runs the model,
     sums loss and errors and accumulates class sums; the second feeds the features into
-    statistics built with those means and the classifier ``weights (C, d)``, ``bias (C,)``.
+    statistics built with those means and the classifier ``weights (P, d)``, ``bias (P,)``;
+    a classifier with ``P != num_classes`` outputs (MSE targets of another width) gives the
+    class-level metrics only (the classifier metrics are NaN).
     The second pass reuses the first pass's features when they fit in ``cache_bytes``
     (default 256 MiB), and otherwise runs the model again. ``reduce`` sums a float64 tensor
     over processes (``None`` on one process); the statistics are all-reduced by their own
@@ -91,7 +93,8 @@ def measure_features(
         if reduce is not None:
             first.all_reduce()
             sums = reduce(sums)
-        second = CollapseStatistics(num_classes, dim=dim, means=first.means(), weights=weights, bias=bias, device=device)
+        per_class = weights.shape[0] == num_classes
+        second = CollapseStatistics(num_classes, dim=dim, means=first.means(), weights=weights if per_class else None, bias=bias if per_class else None, device=device)
         if cache is None:
             for x, y in source.batches(chunks):
                 x, y = prepare(x, y)

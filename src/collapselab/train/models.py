@@ -218,12 +218,12 @@ def classifier_weights(classifier: nn.Module) -> tuple[torch.Tensor, torch.Tenso
     """The classifier as ``(W (C, d), b (C,) or None)`` acting on the flattened features.
 
     ``nn.Linear``: its weight and bias. ``nn.Conv2d`` whose kernel covers its whole input (the
-    seed-002 classifier): ``weight.reshape(C, -1)``, which matches flattening the ``(c, h, w)``
-    feature map row-major. Returns detached tensors.
+    seed-002 classifier; stride 1, no padding, no dilation, one group): ``weight.reshape(C, -1)``,
+    which matches flattening the ``(c, h, w)`` feature map row-major. Returns detached tensors.
     """
     if isinstance(classifier, nn.Linear):
         W = classifier.weight
-    elif isinstance(classifier, nn.Conv2d) and classifier.stride == (1, 1) and classifier.padding in ((0, 0), "valid"):
+    elif isinstance(classifier, nn.Conv2d) and classifier.stride == (1, 1) and classifier.padding in ((0, 0), "valid") and classifier.dilation == (1, 1) and classifier.groups == 1:
         W = classifier.weight.reshape(classifier.out_channels, -1)
     else:
         raise ParameterError(f"classifier_weights: expected nn.Linear or a full-kernel nn.Conv2d, got {type(classifier).__name__}")
@@ -232,12 +232,15 @@ def classifier_weights(classifier: nn.Module) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def scale_conv_init(model: nn.Module, scale: float, *, std: float = 0.05, generator: torch.Generator | None = None) -> None:
-    """Seed-002 initialisation: every conv/linear weight drawn ``N(0, std^2)`` then rescaled to
-    Frobenius norm ``scale`` (the same for every layer; spec/square_loss_and_ulpm.md). Biases
-    keep PyTorch's default initialisation."""
+def scale_conv_init(model: nn.Module, scale: float, *, generator: torch.Generator | None = None) -> None:
+    """Seed-002 initialisation: every conv/linear weight drawn normal, then rescaled to
+    Frobenius norm ``scale`` (the same for every layer; spec/square_loss_and_ulpm.md). The
+    protocol's draw has standard deviation 0.05, which cancels in the rescaling
+    (``s w / |w|`` does not depend on the scale of ``w``), so a standard normal is drawn.
+    ``generator`` is a CPU generator (same weights on every device). Biases keep PyTorch's
+    default initialisation."""
     check_param("scale", scale, Interval(float, 0.0, closed="right"), "scale_conv_init")
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = torch.randn(m.weight.shape, generator=generator, dtype=m.weight.dtype, device="cpu").to(m.weight.device) * std
+            w = torch.randn(m.weight.shape, generator=generator, dtype=m.weight.dtype, device="cpu").to(m.weight.device)
             m.weight.copy_(w * (scale / torch.linalg.vector_norm(w)))

@@ -46,11 +46,13 @@ def binary_fashion_mnist(classes: Sequence[int], per_class: int, test_per_class:
     return BinaryImages(X, y, Xt, yt)
 
 
-def seed002_model(init_scale: float, *, channels: Sequence[int] = (32, 64, 128), seed: int = 0, init_std: float = 0.05, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> nn.Module:
-    """The seed-002 network for one-channel 32x32 inputs, every conv rescaled to norm ``init_scale``."""
+def seed002_model(init_scale: float, *, channels: Sequence[int] = (32, 64, 128), seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> nn.Module:
+    """The seed-002 network for one-channel 32x32 inputs, every conv rescaled to norm
+    ``init_scale`` (:func:`.models.scale_conv_init`). Seeds the global torch RNG with ``seed``
+    (PyTorch's default bias initialisation draws from it)."""
     torch.manual_seed(seed)
     model = SquareLossConvNet(1, 2, channels=channels)
-    scale_conv_init(model, init_scale, std=init_std, generator=torch.Generator().manual_seed(seed))
+    scale_conv_init(model, init_scale, generator=torch.Generator().manual_seed(seed))
     return model.to(device=device, dtype=dtype)
 
 
@@ -64,10 +66,10 @@ def normalised_margins(model: nn.Module, X: torch.Tensor, labels: torch.Tensor, 
     """Margins ``(f_y - f_other) / rho`` of every sample (eval mode), float64 ``(N,)`` on the CPU."""
     was = model.training
     model.eval()
-    dev = next(model.parameters()).device
-    out = torch.cat([model(xb.to(dev)) for xb in X.split(batch_size)])
+    p0 = next(model.parameters())
+    out = torch.cat([model(xb.to(p0.device, p0.dtype)) for xb in X.split(batch_size)])
     model.train(was)
-    return margins(out.to(torch.float64), labels.to(dev), rho(model)).cpu()
+    return margins(out.to(torch.float64), labels.to(p0.device), rho(model)).cpu()
 
 
 def bn_settled_epoch(num_samples: int, batch_size: int, epochs: int, momentum: float = 0.1, forget: float = 0.01) -> int:

@@ -41,8 +41,8 @@ from torch import nn
 
 from ..core.data import check_labels
 from ..core.errors import ConfigError, DivergenceError, ParameterError, ShapeError
-from ..core.validation import check_finite
-from ._batches import EpochBatches, as_source
+from ..core.validation import Interval, check_finite, check_param
+from ._batches import EpochBatches, as_source, rank_shard
 from .config import TrainConfig, log_spaced_epochs
 from .measure import measure_features
 from .models import classifier_of, classifier_weights
@@ -107,7 +107,9 @@ class Trainer:
     the MSE loss, row ``c`` for class ``c`` (default the ``C x C`` identity, one-hot); the MSE
     prediction is the nearest target, which for one-hot targets is the argmax.
     classifier: the module whose input are the tracked features (default
-    :func:`.models.classifier_of`). epoch_metrics: ``f(model) -> {name: value}`` evaluated after
+    :func:`.models.classifier_of`); the classifier metrics (NC2 of the weights, NC3, NC4,
+    accuracy, margins) need it to have ``C`` outputs and are NaN otherwise (MSE targets of
+    width ``P != C``). epoch_metrics: ``f(model) -> {name: value}`` evaluated after
     every epoch (e.g. the seed-002 rho). callbacks: see :class:`Callback`.
     measure_batch_size: batch size of measurement passes (default: the training batch size).
     The test set, if given, is evaluated (loss, error) at the epochs where NC is measured.
@@ -144,7 +146,7 @@ class Trainer:
             T = torch.eye(C) if targets is None else torch.as_tensor(targets)
             if T.ndim != 2 or T.shape[0] != C:
                 raise ShapeError(f"{where}: targets must have shape ({C}, P), one row per class, got {tuple(T.shape)}")
-            self.targets: torch.Tensor | None = T.to(self.device, self.dtype)
+            self.targets: torch.Tensor | None = check_finite(T.to(self.device, self.dtype), "targets", where)
         elif targets is not None:
             raise ParameterError(f"{where}: targets are used by loss='mse' only; drop them or set loss='mse'")
         else:
@@ -162,7 +164,9 @@ class Trainer:
 
             self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.batches = EpochBatches(len(self.source), config.batch_size, seed=config.seed, shuffle=config.shuffle, rank=self.rank, world=self.world)
-        self.measure_batch_size = measure_batch_size or self.batches.batch_size
+        if measure_batch_size is not None:
+            check_param("measure_batch_size", measure_batch_size, Interval(int, 1), where)
+        self.measure_batch_size = self.batches.batch_size if measure_batch_size is None else int(measure_batch_size)
         self.optimizer = _build_optimizer(model.parameters(), config)
         self.scheduler = _build_scheduler(self.optimizer, config)
         self.nc_epochs = set(log_spaced_epochs(config.epochs, config.nc_points))
@@ -173,6 +177,8 @@ class Trainer:
     # -- setup helpers -------------------------------------------------------------------
     def _num_classes(self, num_classes: int | None, where: str) -> int:
         """``C``; tensor data are checked here (finite inputs, labels in ``[0, C)``, no empty class)."""
+        if num_classes is not None:
+            check_param("num_classes", num_classes, Interval(int, 1), where)
         labels = getattr(self.source, "labels", None)
         if labels is None:
             if num_classes is None:
@@ -214,9 +220,8 @@ class Trainer:
         return values
 
     # -- training --------------------------------------------------------------------------
-    def _train_epoch(self) -> tuple[float, float]:
+    def _train_epoch(self, lr: float) -> tuple[float, float]:
         self.net.train()
-        lr = self.optimizer.param_groups[0]["lr"]
         acc = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, wrong, count
         plan = self.batches.epoch()
         for step, ((x, y), (_, size)) in enumerate(zip(self.source.batches([i for i, _ in plan]), plan)):
@@ -263,12 +268,14 @@ class Trainer:
 
     @torch.no_grad()
     def _test(self, source: Any) -> dict[str, float]:
-        idx = torch.arange(self.rank, len(source), self.world)
+        idx = rank_shard(len(source), self.rank, self.world)
         acc = torch.zeros(3, dtype=torch.float64, device=self.device)
+        was_training = self.module.training
         self.module.eval()
         for x, y in source.batches(list(idx.split(self.measure_batch_size))):
             x, y = self._to(x, y)
             acc += self.scores(self.module(x), y)
+        self.module.train(was_training)  # epoch_metrics see the same mode on every epoch
         acc = self._sum(acc)
         return {"test_loss": float(acc[0] / acc[2]), "test_error": float(acc[1] / acc[2])}
 
@@ -277,7 +284,7 @@ class Trainer:
         yielding each :class:`EpochRecord` after the callbacks have run."""
         while self.epoch < self.config.epochs:
             lr = float(self.optimizer.param_groups[0]["lr"])
-            train_loss, train_error = self._train_epoch()
+            train_loss, train_error = self._train_epoch(lr)
             self.epoch += 1
             if self.scheduler is not None:
                 self.scheduler.step()
