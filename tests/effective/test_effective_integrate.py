@@ -8,7 +8,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from collapselab.core.errors import AssumptionError, ParameterError
-from collapselab.effective import EventKind, GeneralFlow, SeparatedFlow, integrate
+from collapselab.effective import EventKind, GeneralFlow, SeparatedFlow, integrate, lie_step
 
 
 class FrozenPattern:
@@ -107,6 +107,12 @@ def test_integrate_parameter_errors(separated_problem):
         integrate(flow, state, 1.0, step=0.0)
     with pytest.raises(ParameterError, match="method must be one of"):
         integrate(flow, state, 1.0, method="rk4")
+    # an unknown event name is a ParameterError listing the kinds (was a bare ValueError)
+    with pytest.raises(ParameterError, match="events must be one of 'sector_crossing'"):
+        integrate(flow, state, 1.0, events=["sector_crosing"])
+    # lie_step refuses an unknown method instead of silently taking an RKMK4 step
+    with pytest.raises(ParameterError, match="lie_step: method must be one of 'rkmk4', 'lie-euler'"):
+        lie_step(flow, state, 0.1, "euler")
 
 
 def test_separation_check_agrees_with_the_forward_pass(separated_problem):

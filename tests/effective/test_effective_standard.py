@@ -6,7 +6,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from collapselab.core.data import check_data
-from collapselab.core.errors import AssumptionError, ShapeError, SingularError
+from collapselab.core.errors import AssumptionError, ParameterError, ShapeError, SingularError
 from collapselab.effective import (
     balancedness,
     check_untruncated,
@@ -114,3 +114,21 @@ def test_check_untruncated():
     check_untruncated(ok, data)
     with pytest.raises(AssumptionError, match="truncated by layer 1"):
         check_untruncated(make_state(torch.zeros(2, 2), torch.stack([eye, eye])), data)
+    # a state of another width is refused by name (was a RuntimeError from a matrix product)
+    eye3 = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ShapeError, match="inputs and labels in R\\^Q with Q = 3"):
+        check_untruncated(make_state(torch.ones(2, 3), torch.stack([eye3, eye3])), data)
+
+
+def test_integrate_collapsed_bad_times_and_method():
+    W0, P0, Y = 2.0 * torch.eye(2, dtype=torch.float64), 0.3 * torch.ones(2, 2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    # s = [0] (an empty time span) used to crash with an AttributeError, a decreasing s with a scipy ValueError
+    for bad in ([0.0], [0.0, 2.0, 1.0], [-1.0, 1.0], []):
+        with pytest.raises(ParameterError, match="s must be an increasing 1-D array"):
+            integrate_collapsed(W0, P0, Y, bad)
+    with pytest.raises(ParameterError, match="method must be one of 'RK45'"):
+        integrate_collapsed(W0, P0, Y, [0.0, 1.0], method="rk45")
+    # collapsed_loss is batched over a leading time axis and agrees with the single-time value
+    sol = integrate_collapsed(W0, P0, Y, [0.0, 0.5, 1.0])
+    assert torch.allclose(sol.loss, torch.stack([collapsed_loss(W, P, Y) for W, P in zip(sol.W, sol.P)]), rtol=0, atol=0)
+    assert float(sol.loss[0]) == pytest.approx(0.5 * float(((W0 @ P0.T - Y.T) ** 2).sum()), rel=1e-15)

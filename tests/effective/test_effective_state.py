@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from collapselab.core.data import check_data
-from collapselab.core.errors import AssumptionError, ShapeError, SingularError
+from collapselab.core.errors import AssumptionError, ParameterError, ShapeError, SingularError
 from collapselab.core.geometry import cumulative_weights, truncation_sequence
 from collapselab.core.network import ReLUNet, forward
 from collapselab.effective import (
@@ -14,6 +14,7 @@ from collapselab.effective import (
     forward_pass,
     input_space_loss,
     make_state,
+    orthogonality_errors,
     random_state,
     state_from_network,
     state_to_network,
@@ -43,6 +44,17 @@ def test_network_round_trip_and_composition_identity():
         net.layers[0].bias.mul_(torch.tensor([2.0, 0.5, 1.0, 3.0], dtype=torch.float64))
         net.layers[1].weight.div_(torch.tensor([[2.0, 0.5, 1.0, 3.0]], dtype=torch.float64))
     assert torch.allclose(state_from_network(net).R, state.R, atol=1e-12)
+
+
+def test_orthogonality_errors_closed_form():
+    # R = diag(a, 1): R^T R - 1 = diag(a^2 - 1, 0), so the error is |a^2 - 1| exactly; batched over leading axes
+    a = torch.tensor([1.0, 1.1, 0.5], dtype=torch.float64)
+    R = torch.diag_embed(torch.stack([a, torch.ones(3, dtype=torch.float64)], 1))
+    assert torch.allclose(orthogonality_errors(R), (a.square() - 1).abs(), rtol=0, atol=1e-15)
+    assert orthogonality_errors(R.reshape(3, 1, 2, 2)).shape == (3, 1)
+    assert random_state(3, 4, seed=2).orthogonality_error() < 1e-14
+    with pytest.raises(ParameterError, match=r"random_state: depth must be int in \[1, inf\], got 0"):
+        random_state(0, 4)
 
 
 def test_bad_input_messages():

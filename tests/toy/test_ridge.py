@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import minimize
 
 from collapselab.core.data import simplex_etf
-from collapselab.core.errors import AssumptionError, ShapeError
+from collapselab.core.errors import AssumptionError, ParameterError, ShapeError
 from collapselab.toy import collapsed_ridge, theorem3_check, ufm_mse_loss, ufm_mse_optimum, ufm_mse_point
 
 
@@ -105,3 +105,8 @@ def test_ufm_mse_large_weight_decay_gives_the_zero_solution():
         ufm_mse_point(3, 4, 1, 0.5)
     with pytest.raises(ShapeError, match=r"W must have shape \(3, 2\)"):
         theorem3_check(torch.zeros(2, 2), torch.zeros(3), torch.ones(3, 2), 2, 0.1)
+    # counts are parameters: ParameterError (was ShapeError, or a bare ValueError for a string)
+    with pytest.raises(ParameterError, match=r"num_per_class must be an int >= 1, got 0"):
+        collapsed_ridge(torch.ones(3, 2, dtype=torch.float64), 0, 0.1)
+    with pytest.raises(ParameterError, match=r"num_classes must be an int >= 2, got 'three'"):
+        ufm_mse_optimum("three", 4, 0.5)

@@ -239,6 +239,16 @@ def test_descent_is_reproducible_and_rejects_bad_input():
         ulpm_descent(W, H, lr=0.0, steps=5)
     with pytest.raises(ParameterError, match="steps must be an int >= 1"):
         ulpm_descent(W, H, lr=0.1, steps=0)
+    # a non-numeric count is a ParameterError too (int("ten") used to raise a bare ValueError)
+    with pytest.raises(ParameterError, match="ulpm_descent: steps must be an int >= 1, got 'ten'"):
+        ulpm_descent(W, H, lr=0.1, steps="ten")
+    with pytest.raises(ParameterError, match="sphere_descent: steps must be an int >= 1, got 2.5"):
+        sphere_descent(W, H, lr=0.1, steps=2.5)
+    # minimise_on_sphere checks its sizes before building the problem (dim was taken as int(dim) unchecked)
+    with pytest.raises(ParameterError, match="minimise_on_sphere: dim must be an int >= 1, got 0"):
+        minimise_on_sphere(3, 2, 0, 1.0)
+    with pytest.raises(ShapeError, match="ulpm_flow: t must be an increasing 1-D grid"):
+        ulpm_flow(W, H, torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
     with pytest.raises(ParameterError, match="reduction must be one of"):
         ulpm_loss(W, H, reduction="avg")
     assert np.isfinite(float(ulpm_descent(W, H, lr=0.5, steps=5).records["loss"][-1]))

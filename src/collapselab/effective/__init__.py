@@ -6,7 +6,8 @@ Euclidean input-space loss without backpropagation. Where the paper (slides) is 
 package follows the spec and says so: the rotation generator ``Omega`` of Thm 3.2 (erratum
 E1), the second moments of Cor 3.5 (E2), and the fully-truncated equilibria of Prop 4.1 (E3).
 
-* state: :class:`EffectiveState`, :func:`make_state`, :func:`state_from_network`, :func:`state_to_network`;
+* state: :class:`EffectiveState`, :func:`make_state`, :func:`state_from_network`, :func:`state_to_network`,
+  :func:`orthogonality_errors`;
 * right-hand sides: :class:`SeparatedFlow` (Thm 3.2 corrected), :class:`MomentFlow` (Cor 3.5
   corrected), :class:`GeneralFlow` (Thm 5.1), :func:`check_cluster_separated`
   (exact, with a certificate from cluster bounds :func:`separation_bounds`,
@@ -37,11 +38,12 @@ from ._standard import (
     integrate_collapsed,
     spectral_gap,
 )
-from ._state import EffectiveState, make_state, pulled_back_labels, random_state, state_from_network, state_to_network
+from ._state import EffectiveState, make_state, orthogonality_errors, pulled_back_labels, random_state, state_from_network, state_to_network
 
 __all__ = [
     "EffectiveState",
     "make_state",
+    "orthogonality_errors",
     "random_state",
     "pulled_back_labels",
     "state_from_network",

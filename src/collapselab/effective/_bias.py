@@ -24,6 +24,7 @@ import torch
 
 from ..core.errors import AssumptionError, ShapeError
 from ..core.validation import check_finite
+from ._state import ORTHOGONALITY_TOL, orthogonality_errors
 
 __all__ = ["PiecewiseExponential", "exact_bias_coordinate", "ExactBiasFlow", "exact_bias_flow"]
 
@@ -100,9 +101,9 @@ def exact_bias_flow(X: torch.Tensor, R: torch.Tensor, beta0: torch.Tensor, ytild
         )
     for t, name in ((X, "X"), (R, "R"), (beta0, "beta0"), (ytilde, "ytilde")):
         check_finite(t, name, where)
-    err = float((R.T @ R - torch.eye(R.shape[0], dtype=R.dtype, device=R.device)).abs().max())
-    if err > 1e-10:
-        raise AssumptionError(f"{where}: R is not orthogonal (max |R^T R - 1| = {err:.3g} > 1e-10); pass the orthogonal factor of the layer")
+    err = float(orthogonality_errors(R))
+    if err > ORTHOGONALITY_TOL:
+        raise AssumptionError(f"{where}: R is not orthogonal (max |R^T R - 1| = {err:.3g} > {ORTHOGONALITY_TOL:g}); pass the orthogonal factor of the layer")
     xi = (X - ytilde) @ R.T
     eta0 = R @ (beta0 + ytilde)
     return ExactBiasFlow([exact_bias_coordinate(xi[:, a], eta0[a]) for a in range(X.shape[1])], R, ytilde)

@@ -19,6 +19,7 @@ from ._state import EffectiveState, pulled_back_labels
 
 __all__ = ["EquilibriumKind", "classify_equilibrium"]
 
+
 class EquilibriumKind(str, enum.Enum):
     """What Prop 4.1 (corrected) says about one cluster and its layer."""
 
@@ -29,15 +30,17 @@ class EquilibriumKind(str, enum.Enum):
 
     @property
     def is_equilibrium(self) -> bool:
+        """Whether the field vanishes (Prop 4.1 with E3): untruncated, or fully truncated at ``beta = -ỹ``."""
         return self in (EquilibriumKind.UNTRUNCATED, EquilibriumKind.FULLY_TRUNCATED_AT_LABEL)
+
 
 def classify_equilibrium(state: EffectiveState, data: ClassificationData, *, atol: float = 1e-10) -> list[EquilibriumKind]:
     """One :class:`EquilibriumKind` per cluster ``l`` (with its layer ``l``); ``beta = -ỹ`` means ``|beta + ỹ| <= atol (1 + |ỹ|)``.
 
     Raises AssumptionError if the truncations are not cluster separated (Prop 4.1's setting).
     """
-    check_cluster_separated(state, data, "classify_equilibrium")
     flow = SeparatedFlow(data, check=False)
+    check_cluster_separated(state, data, "classify_equilibrium", flow.blocks)
     z, mask = flow.pre_activations(state), flow.blocks.mask
     yt = pulled_back_labels(state, data.Y)
     out = []

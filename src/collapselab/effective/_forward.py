@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.cost import weighted_l2
 from ..core.data import ClassificationData
 from ..core.errors import ShapeError
 from ._state import EffectiveState, pulled_back_labels
@@ -59,7 +60,9 @@ def check_flow_data(state: EffectiveState, data: ClassificationData, where: str)
 
 
 def input_space_loss(state: EffectiveState, data: ClassificationData) -> torch.Tensor:
-    """``C~_N`` of Chen 2025 (2.26) through the full composition of truncation maps (0-d tensor)."""
+    """``C~_N`` of Chen 2025 (2.26) through the full composition of truncation maps (0-d tensor).
+
+    ``C~_N = 1/2 weighted_l2(y_L, labels, ỹ)`` (:func:`collapselab.core.cost.weighted_l2`).
+    """
     check_flow_data(state, data, "input_space_loss")
-    e = forward_pass(state, data.X).ys[-1] - pulled_back_labels(state, data.Y)[data.labels]
-    return 0.5 * (sample_weights(data) * e.square().sum(1)).sum()
+    return 0.5 * weighted_l2(forward_pass(state, data.X).ys[-1], data.labels, pulled_back_labels(state, data.Y))

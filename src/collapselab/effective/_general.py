@@ -20,7 +20,7 @@ import torch
 
 from ..core.data import ClassificationData
 from ._field import EffectiveField
-from ._forward import check_flow_data, forward_pass, sample_weights
+from ._forward import check_flow_data, forward_pass, input_space_loss, sample_weights
 from ._state import EffectiveState, pulled_back_labels
 
 __all__ = ["GeneralFlow"]
@@ -38,6 +38,7 @@ class GeneralFlow:
         self.weights = sample_weights(data)
 
     def validate(self, state: EffectiveState) -> None:
+        """Raise ShapeError unless the data live in ``R^Q`` of the state (no other assumption to check)."""
         check_flow_data(state, self.data, "GeneralFlow")
 
     def pattern(self, state: EffectiveState) -> torch.Tensor:
@@ -61,6 +62,5 @@ class GeneralFlow:
         return EffectiveField(torch.stack(dbeta[::-1]), torch.stack(omega[::-1]))
 
     def loss(self, state: EffectiveState) -> torch.Tensor:
-        """The input-space loss ``C~_N`` (Chen 2025 (2.26))."""
-        e = forward_pass(state, self.data.X).ys[-1] - pulled_back_labels(state, self.data.Y)[self.data.labels]
-        return 0.5 * (self.weights * e.square().sum(1)).sum()
+        """The input-space loss ``C~_N`` (Chen 2025 (2.26)), :func:`input_space_loss`."""
+        return input_space_loss(state, self.data)

@@ -40,6 +40,9 @@ from ._state import EffectiveState
 
 __all__ = ["EventKind", "Event", "Trajectory", "integrate", "lie_step", "event_indicators"]
 
+METHODS = ("rkmk4", "lie-euler")
+"""The integrators :func:`lie_step` offers (module docstring)."""
+
 
 class EventKind(str, enum.Enum):
     """Discrete changes the integrator can locate."""
@@ -151,6 +154,7 @@ def lie_step(flow: Flow, state: EffectiveState, h: float, method: str = "rkmk4",
     result's ``R`` gets one Newton-Schulz correction ``R (3 - R^T R)/2`` so that rounding errors of
     the exponentials do not accumulate over many steps (it changes ``R`` by ``O(|R^T R - 1|)``).
     """
+    check_param("method", method, OneOf(METHODS), "lie_step")
     b1, A1 = _xi(flow, state, pattern)
     if method == "lie-euler":
         new = _exp_act(state, h * b1, h * A1)
@@ -207,11 +211,11 @@ def integrate(
     where = "integrate"
     check_param("s_end", s_end, Interval(float, 0.0), where)
     check_param("step", step, Interval(float, 0.0, closed="right"), where)
-    check_param("method", method, OneOf(["rkmk4", "lie-euler"]), where)
+    check_param("method", method, OneOf(METHODS), where)
     check_param("event_tol", event_tol, Interval(float, 0.0, closed="right"), where)
     check_param("record_every", record_every, Interval(int, 1), where)
     check_param("validate_every", validate_every, Interval(int, 0), where)
-    kinds = [EventKind(k) if not isinstance(k, EventKind) else k for k in (events if not isinstance(events, str) else [events])]
+    kinds = [EventKind(check_param("events", k, OneOf([e.value for e in EventKind]), where)) for k in ([events] if isinstance(events, str) else events)]
     data: ClassificationData | None = getattr(flow, "data", None) if kinds else None
     if kinds and data is None:
         raise ParameterError(f"{where}: events need a flow with a .data attribute (the training points), got {type(flow).__name__}")

@@ -22,7 +22,7 @@ import torch
 from ..core.errors import ParameterError, ShapeError
 from ._field import EffectiveField
 from ._separated import SeparatedFlow
-from ._state import EffectiveState, pulled_back_labels
+from ._state import EffectiveState
 
 __all__ = ["SectorMoments", "sector_moments", "free_moments", "moment_field", "moment_loss", "MomentFlow"]
 
@@ -101,18 +101,18 @@ class MomentFlow(SeparatedFlow):
     """
 
     def field(self, state: EffectiveState, pattern: torch.Tensor | None = None) -> EffectiveField:
-        yt = pulled_back_labels(state, self.data.Y)
-        v = (state.R @ (state.beta + yt).unsqueeze(2)).squeeze(2)
-        parts = [moment_field(m, v[l], state.R[l]) for l, m in enumerate(self.moments(state, pattern))]
+        """The right-hand side from the sector moments (same as :meth:`SeparatedFlow.field` up to rounding)."""
+        z, v = self._frame(state)
+        parts = [moment_field(m, v[l], state.R[l]) for l, m in enumerate(self._moments(z, pattern))]
         omega = torch.stack([p[1] for p in parts])
         return EffectiveField(torch.stack([p[0] for p in parts]), torch.zeros_like(omega) if self.frozen_rotation else omega)
 
     def moments(self, state: EffectiveState, pattern: torch.Tensor | None = None) -> list[SectorMoments]:
         """Sector moments of every cluster in its own layer's frame (sectors from ``pattern`` if given)."""
-        z = self.pre_activations(state)
+        return self._moments(self.pre_activations(state), pattern)
+
+    def _moments(self, z: torch.Tensor, pattern: torch.Tensor | None) -> list[SectorMoments]:
         mask = self.blocks.mask
-        return [
-            sector_moments(z[l][mask[l]], self.blocks.w[l][mask[l]], None if pattern is None else pattern[l][mask[l]]) for l in range(state.depth)
-        ]
+        return [sector_moments(z[l][mask[l]], self.blocks.w[l][mask[l]], None if pattern is None else pattern[l][mask[l]]) for l in range(z.shape[0])]
 
 

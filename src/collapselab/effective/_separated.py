@@ -209,8 +209,8 @@ def check_cluster_separated(
     clusters are well inside the positive orthants of the foreign layers: then bounding boxes and
     balls (:func:`separation_certificate`, ``O(L Q^4)``) decide without touching the points.
     ``blocks``: the data's :class:`ClusterBlocks`, if already built (saves a sort per call)."""
+    _check_layers(state, data, where)
     if blocks is None:
-        _check_layers(state, data, where)
         blocks = ClusterBlocks.from_data(data)
     v = _violations(state, blocks, _certificate(state, blocks))
     if bool((v > 0).any()):
@@ -242,20 +242,20 @@ class SeparatedFlow:
         self.frozen_rotation = frozen_rotation
 
     def validate(self, state: EffectiveState) -> None:
-        _check_layers(state, self.data, "SeparatedFlow")
+        """Raise ShapeError on a state that does not fit the data, AssumptionError (if ``check``) unless separated."""
         if self.check:
             check_cluster_separated(state, self.data, "SeparatedFlow", self.blocks)
-
-    def _frame(self, state: EffectiveState) -> tuple[torch.Tensor, torch.Tensor]:
-        """``z (Q, n_max, Q)`` of every cluster in its own layer's frame and ``v (Q, Q)``."""
-        z = (self.blocks.X + state.beta.unsqueeze(1)) @ state.R.transpose(1, 2)
-        yt = pulled_back_labels(state, self.data.Y)
-        v = (state.R @ (state.beta + yt).unsqueeze(2)).squeeze(2)
-        return z, v
+        else:
+            _check_layers(state, self.data, "SeparatedFlow")
 
     def pre_activations(self, state: EffectiveState) -> torch.Tensor:
         """``z (Q, n_max, Q)``: cluster ``l`` pushed forward by ``a_{R_l, beta^(l)}`` (padding rows are garbage; see ``blocks.mask``)."""
-        return self._frame(state)[0]
+        return (self.blocks.X + state.beta.unsqueeze(1)) @ state.R.transpose(1, 2)
+
+    def _frame(self, state: EffectiveState) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z (Q, n_max, Q)`` of every cluster in its own layer's frame and ``v_l = R_l (beta^(l) + ỹ_l)``, ``v (Q, Q)``."""
+        yt = pulled_back_labels(state, self.data.Y)
+        return self.pre_activations(state), (state.R @ (state.beta + yt).unsqueeze(2)).squeeze(2)
 
     def pattern(self, state: EffectiveState) -> torch.Tensor:
         """``(Q, n_max, Q)`` bool activation pattern ``h(z) = z > 0`` of every cluster in its layer (False on padding)."""
@@ -269,12 +269,12 @@ class SeparatedFlow:
         h = (z > 0 if pattern is None else pattern).to(z.dtype)
         jperp = (w * (1 - h)).sum(1)  # (Q, Q): diagonal of J0perp_l, per layer
         dbeta = -(state.R.transpose(1, 2) @ (jperp * v).unsqueeze(2)).squeeze(2)
+        if self.frozen_rotation:
+            return EffectiveField(dbeta, torch.zeros_like(state.R))
         hz = h * z
         r = hz - v.unsqueeze(1)
         # int r v^T = int (H z) v^T - m_0 v v^T; the last term is symmetric and dropped, so a
         # fully truncated cluster (H = 0) gives Omega = 0 exactly, not up to rounding
-        if self.frozen_rotation:
-            return EffectiveField(dbeta, torch.zeros_like(state.R))
         G = (w * h * r).transpose(1, 2) @ z - (w * hz).sum(1).unsqueeze(2) * v.unsqueeze(1)
         return EffectiveField(dbeta, 0.5 * (G - G.transpose(1, 2)))
 

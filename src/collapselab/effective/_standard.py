@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from ..core.cost import weighted_l2
 from ..core.data import ClassificationData
-from ..core.errors import AssumptionError, ShapeError, SingularError
-from ._forward import forward_pass, sample_weights
+from ..core.errors import AssumptionError, DivergenceError, ParameterError, ShapeError, SingularError
+from ..core.validation import OneOf, check_param
+from ._forward import check_flow_data, forward_pass, sample_weights
 from ._separated import check_cluster_separated
 from ._state import EffectiveState
 
@@ -48,8 +50,11 @@ def _square(name: str, t: torch.Tensor, Q: int, where: str) -> None:
 
 
 def collapsed_loss(W: torch.Tensor, P: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """``C_N = 1/2 ||W P^T - Y^T||_F^2`` (Chen 2025 (8.2)/(8.3); rows of ``P`` and ``Y`` are ``p_j``, ``y_j``)."""
-    return 0.5 * (W @ P.T - Y.T).square().sum()
+    """``C_N = 1/2 ||W P^T - Y^T||_F^2`` (Chen 2025 (8.2)/(8.3); rows of ``P`` and ``Y`` are ``p_j``, ``y_j``).
+
+    ``W``, ``P``: ``(..., Q, Q)`` (a leading batch of times is allowed), ``Y``: ``(Q, Q)``; returns ``(...)``.
+    """
+    return 0.5 * (W @ P.transpose(-1, -2) - Y.T).square().sum((-2, -1))
 
 
 def collapsed_field(W: torch.Tensor, P: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,27 +113,36 @@ def integrate_collapsed(W0: torch.Tensor, P0: torch.Tensor, Y: torch.Tensor, s: 
     equations, not of a structure-preserving scheme.
     """
     where = "integrate_collapsed"
-    Q = W0.shape[0]
+    Q = W0.shape[0] if W0.ndim else 0
     for name, t in (("W0", W0), ("P0", P0), ("Y", Y)):
         _square(name, t, Q, where)
+    check_param("method", method, OneOf(["RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA"]), where)
     times = np.asarray(s, dtype=np.float64)
-    Yn = Y.detach().cpu().numpy()
+    if times.ndim != 1 or times.size == 0 or not np.isfinite(times).all() or times[0] < 0 or times[-1] <= 0 or (np.diff(times) <= 0).any():
+        raise ParameterError(
+            f"{where}: s must be an increasing 1-D array of finite times in [0, s_end] with s_end > 0, got {times.tolist()!r:.80}; pass e.g. numpy.linspace(0, s_end, n)"
+        )
+    Yc = Y.detach().to("cpu", torch.float64)
 
     def rhs(_: float, u: np.ndarray) -> np.ndarray:
-        W, P = u[: Q * Q].reshape(Q, Q), u[Q * Q :].reshape(Q, Q)
-        E = W @ P.T - Yn.T
-        return np.concatenate([(-E @ P).ravel(), (-E.T @ W).ravel()])
+        W, P = torch.from_numpy(u).reshape(2, Q, Q)
+        return torch.cat([d.reshape(-1) for d in collapsed_field(W, P, Yc)]).numpy()
 
-    u0 = np.concatenate([W0.detach().cpu().numpy().ravel(), P0.detach().cpu().numpy().ravel()])
-    sol = solve_ivp(rhs, (0.0, float(times.max())), u0, method=method, t_eval=times, rtol=rtol, atol=atol)
+    u0 = torch.cat([W0.detach().reshape(-1), P0.detach().reshape(-1)]).to("cpu", torch.float64).numpy()
+    sol = solve_ivp(rhs, (0.0, float(times[-1])), u0, method=method, t_eval=times, rtol=rtol, atol=atol)
+    if not sol.success:
+        raise DivergenceError(f"{where}: solve_ivp ({method}) stopped early: {sol.message}; loosen rtol/atol or shorten s")
     u = torch.as_tensor(sol.y.T, dtype=W0.dtype, device=W0.device)
-    W, P = u[:, : Q * Q].reshape(-1, Q, Q), u[:, Q * Q :].reshape(-1, Q, Q)
-    loss = 0.5 * (W @ P.transpose(1, 2) - Y.T).square().sum((1, 2))
-    return CollapsedSolution(torch.as_tensor(times, dtype=W0.dtype, device=W0.device), W, P, loss)
+    W, P = u.reshape(-1, 2, Q, Q).unbind(1)
+    return CollapsedSolution(torch.as_tensor(times, dtype=W0.dtype, device=W0.device), W, P, collapsed_loss(W, P, Y))
 
 
 def check_untruncated(state: EffectiveState, data: ClassificationData, where: str = "check_untruncated") -> None:
-    """Raise :class:`AssumptionError` unless every point lies strictly inside every positive sector (§9 (9.1)/(9.2))."""
+    """Raise :class:`AssumptionError` unless every point lies strictly inside every positive sector (§9 (9.1)/(9.2)).
+
+    Raises ShapeError unless inputs and labels live in ``R^Q`` of the state.
+    """
+    check_flow_data(state, data, where)
     zs = forward_pass(state, data.X).zs
     bad = (zs <= 0).any(-1)  # (L, N)
     if bool(bad.any()):
@@ -161,9 +175,8 @@ class ClusteredSolution:
         return self.W0 @ E + self.limit @ (torch.eye(self.A.shape[0], dtype=self.A.dtype, device=self.A.device) - E)
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
-        """``C_N = 1/2 sum_j 1/N_j sum_i |W x_i - y_j|^2`` (9.3)-(9.5)."""
-        e = self.data.X @ W.T - self.data.targets
-        return 0.5 * (sample_weights(self.data) * e.square().sum(1)).sum()
+        """``C_N = 1/2 sum_j 1/N_j sum_i |W x_i - y_j|^2`` (9.3)-(9.5), i.e. ``1/2 weighted_l2``."""
+        return 0.5 * weighted_l2(self.data.X @ W.T, self.data.labels, self.data.Y)
 
     def field(self, W: torch.Tensor) -> torch.Tensor:
         """``dW/ds = -(W X_0 - Y^ext) N^{-1} X_0^T`` (9.7), for comparison with an ODE solver."""

@@ -19,12 +19,18 @@ import torch
 from ..core.errors import AssumptionError, ShapeError, SingularError
 from ..core.geometry import cumulative_beta, cumulative_weights, is_aligned, polar
 from ..core.network import ReLUNet, from_layers
-from ..core.validation import as_tensor, check_finite
+from ..core.validation import Interval, as_tensor, check_finite, check_param
 
-__all__ = ["EffectiveState", "make_state", "random_state", "state_from_network", "state_to_network", "pulled_back_labels"]
+__all__ = ["EffectiveState", "make_state", "random_state", "state_from_network", "state_to_network", "pulled_back_labels", "orthogonality_errors"]
 
 ORTHOGONALITY_TOL = 1e-10
 """Default tolerance of ``max |R^T R - 1|`` when a state is built from user input."""
+
+
+def orthogonality_errors(R: torch.Tensor) -> torch.Tensor:
+    """``max |R_l^T R_l - 1|`` (entrywise) of every matrix of ``R (..., Q, Q)``; shape ``(...)``."""
+    eye = torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
+    return (R.transpose(-1, -2) @ R - eye).abs().amax(dim=(-2, -1))
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,7 @@ class EffectiveState:
 
     def orthogonality_error(self) -> float:
         """``max_l max |R_l^T R_l - 1|``."""
-        eye = torch.eye(self.width, dtype=self.R.dtype, device=self.R.device)
-        return float((self.R.transpose(1, 2) @ self.R - eye).abs().max())
+        return float(orthogonality_errors(self.R).max())
 
 
 def make_state(
@@ -77,15 +82,14 @@ def make_state(
     r = check_finite(as_tensor(R, "R", where, dtype=dtype, device=b.device), "R", where)
     if r.shape != (L, Q, Q):
         raise ShapeError(f"{where}: R must be (L, Q, Q) = ({L}, {Q}, {Q}) to match beta, got {tuple(r.shape)}")
-    eye = torch.eye(Q, dtype=dtype, device=b.device)
-    err = (r.transpose(1, 2) @ r - eye).abs().amax(dim=(1, 2))
+    err = orthogonality_errors(r)
     if bool((err > atol).any()):
         l = int(torch.argmax(err))
         raise AssumptionError(
             f"{where}: R_{l + 1} is not orthogonal (max |R^T R - 1| = {float(err[l]):.3g} > {atol:g}); "
             "pass an orthogonal matrix (for a general weight use the R of its polar decomposition, core.geometry.polar)"
         )
-    W = eye.clone() if W_out is None else check_finite(as_tensor(W_out, "W_out", where, dtype=dtype, device=b.device), "W_out", where)
+    W = torch.eye(Q, dtype=dtype, device=b.device) if W_out is None else check_finite(as_tensor(W_out, "W_out", where, dtype=dtype, device=b.device), "W_out", where)
     if W.shape != (Q, Q):
         raise ShapeError(f"{where}: W_out must be ({Q}, {Q}), got {tuple(W.shape)}")
     s = torch.linalg.svdvals(W)
@@ -98,7 +102,12 @@ def make_state(
 
 
 def random_state(depth: int, width: int, *, beta_scale: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> EffectiveState:
-    """A random state: Haar-like ``R_l`` (QR of Gaussians, sign-fixed), ``beta ~ beta_scale N(0, 1)``, identity output."""
+    """A random state: Haar-like ``R_l`` (QR of Gaussians, sign-fixed), ``beta ~ beta_scale N(0, 1)``, identity output.
+
+    Drawn on the CPU from ``seed`` and then moved to ``device``, so a seed gives the same state everywhere.
+    """
+    check_param("depth", depth, Interval(int, 1), "random_state")
+    check_param("width", width, Interval(int, 1), "random_state")
     g = torch.Generator().manual_seed(seed)
     A = torch.randn(depth, width, width, generator=g, dtype=dtype)
     Qm, Rm = torch.linalg.qr(A)

@@ -48,15 +48,16 @@ def _cluster(Q: int, n: int, spread: float, rng: np.random.Generator, device: to
     return data, make_state((R.T @ eta0 - data.Y[0]).unsqueeze(0), R.unsqueeze(0))
 
 
-def _truncated_points(state: EffectiveState, data: ClassificationData) -> tuple[torch.Tensor, torch.Tensor]:
-    z = forward_pass(state, data.X).zs[0]
-    return (z <= 0).any(1), (z <= 0).all(1)
+def _truncated_directions(state: EffectiveState, data: ClassificationData) -> torch.Tensor:
+    """``(N, Q)`` bool: ``z_a <= 0`` (point truncated in direction ``a``, ``h(0) = 0``) at the only layer."""
+    return forward_pass(state, data.X).zs[0] <= 0
 
 
 def _picture(ax: plt.Axes, data: ClassificationData, state: EffectiveState, title: str) -> None:
     tau = forward_pass(state, data.X).ys[-1].cpu().numpy()
     X, y = data.X.cpu().numpy(), data.Y[0].cpu().numpy()
-    some, full = (t.cpu().numpy() for t in _truncated_points(state, data))
+    trunc = _truncated_directions(state, data).cpu().numpy()
+    some, full = trunc.any(1), trunc.all(1)
     coords = (lambda a: (a[:, 0], a[:, 1], a[:, 2])) if X.shape[1] == 3 else (lambda a: (a[:, 0], a[:, 1]))
     ax.scatter(*coords(X), s=6, c="0.75", label="x")
     ax.scatter(*coords(tau[~some]), s=10, c="tab:blue", label="untruncated")
@@ -73,14 +74,13 @@ def _scenario(ctx: RunContext, Q: int) -> None:
     tr = integrate(flow, state, cfg.s_end, step=cfg.step, events=[EventKind.FULL_TRUNCATION, EventKind.STATE_CHANGE], locate_kinks=True)
     yt = data.Y[0]
     N = data.num_samples
-    eta = torch.stack([(tr.R[i, 0] @ (tr.beta[i, 0] + yt)).norm() for i in range(len(tr.s))])
+    eta = (tr.R[:, 0] @ (tr.beta[:, 0] + yt).unsqueeze(2)).squeeze(2).norm(dim=1)  # |eta(s)| = |R (beta + ỹ)|
     k_any, k_full, rate = [], [], []
     for i in ctx.progress(range(len(tr.s)), desc=f"metrics R^{Q}"):
-        st = tr.state(i)
-        some, full = _truncated_points(st, data)
-        jperp = float((forward_pass(st, data.X).zs[0] <= 0).to(torch.float64).mean())  # tr(J0perp)/Q
-        k_any.append(int(some.sum()))
-        k_full.append(int(full.sum()))
+        trunc = _truncated_directions(tr.state(i), data)
+        jperp = float(trunc.to(torch.float64).mean())  # tr(J0perp)/Q
+        k_any.append(int(trunc.any(1).sum()))
+        k_full.append(int(trunc.all(1).sum()))
         rate.append(jperp)
         ctx.log_metrics(
             scenario=f"R{Q}", s=float(tr.s[i]), loss=float(tr.loss[i]), eta_norm=float(eta[i]),

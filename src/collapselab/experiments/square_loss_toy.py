@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from pydantic import Field  # noqa: E402
+from scipy.integrate import solve_ivp  # noqa: E402
 from scipy.optimize import minimize, minimize_scalar  # noqa: E402
 
 from ..core.data import simplex_etf  # noqa: E402
@@ -90,8 +91,6 @@ def _grid(t_final: float, step: float, device: torch.device) -> torch.Tensor:
 
 def _claims_rho_closed_forms(ctx: RunContext, mu: float, M: float, lam: float) -> None:
     # frozen margins: eq. 8 integrated numerically against its closed form
-    from scipy.integrate import solve_ivp
-
     rho0 = 0.1 * rho_eq(mu, M, lam)
     sol = solve_ivp(lambda _t, r: 2.0 * (mu - r * (M + lam)), (0.0, 20.0), [rho0], rtol=1e-12, atol=1e-14, t_eval=np.linspace(0, 20, 41))
     exact = np.array([rho_flow_solution(float(t), rho0, mu, M, lam) for t in sol.t])
@@ -116,10 +115,7 @@ def _claims_rho_closed_forms(ctx: RunContext, mu: float, M: float, lam: float) -
         ctx.claim_true(f"gd-regime-{name}", f"q = 1 - 2 lr (M+lam) = {q:.3g} predicts the {expected} regime and the iterates show it", SOURCE + ", exact recursion", passed=recursion_regime(q) == expected == observed, measured=observed, expected=expected)
 
 
-def _claims_normalised_flow(ctx: RunContext, cfg: Config, Ws: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor) -> None:
-    V0 = [W / torch.linalg.vector_norm(W) for W in Ws]
-    f0 = y * bias_free_forward(V0, X)
-    eq0 = rho_eq(float(f0.mean()), float(f0.square().mean()), cfg.lam)
+def _claims_normalised_flow(ctx: RunContext, cfg: Config, V0: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, eq0: float) -> None:
     t = _grid(cfg.t_final, cfg.step_size, X.device)
     runs = {}
     for label, rho0 in (("small", 0.05 * eq0), ("large", 20.0 * eq0)):
@@ -238,10 +234,11 @@ def run(ctx: RunContext) -> None:
     cfg = ctx.config
     Ws, X, y = _problem(cfg, ctx.device)
     V0 = [W / torch.linalg.vector_norm(W) for W in Ws]
-    f0 = (y * bias_free_forward(V0, X)).cpu()
+    f0 = y * bias_free_forward(V0, X)
+    mu0, M0 = float(f0.mean()), float(f0.square().mean())
     parts = (
-        lambda: _claims_rho_closed_forms(ctx, float(f0.mean()), float(f0.square().mean()), cfg.lam),
-        lambda: _claims_normalised_flow(ctx, cfg, Ws, X, y),
+        lambda: _claims_rho_closed_forms(ctx, mu0, M0, cfg.lam),
+        lambda: _claims_normalised_flow(ctx, cfg, V0, X, y, rho_eq(mu0, M0, cfg.lam)),
         lambda: _claims_unnormalised_flow(ctx, cfg, Ws, X, y),
         lambda: _claims_lemma2(ctx),
         lambda: _claims_theorem3(ctx, cfg),

@@ -1,4 +1,4 @@
-"""Shared conventions of the toy models: loss reduction, scalar checks, thread pinning.
+"""Shared conventions of the toy models: loss reduction, scalar/count/time-grid checks, thread pinning.
 
 Conventions (fixed once for the whole ``toy`` package):
 
@@ -18,10 +18,10 @@ from collections.abc import Iterator
 
 import torch
 
-from ..core.errors import ParameterError
-from ..core.validation import Interval, OneOf, check_param
+from ..core.errors import ParameterError, ShapeError
+from ..core.validation import Interval, OneOf, as_tensor, check_finite, check_param
 
-__all__ = ["REDUCTIONS", "check_reduction", "loss_scale", "check_scalar", "lambda_from_weight_decay", "single_thread"]
+__all__ = ["REDUCTIONS", "check_reduction", "loss_scale", "check_scalar", "check_count", "check_times", "lambda_from_weight_decay", "single_thread"]
 
 REDUCTIONS = ("mean", "sum")
 
@@ -44,6 +44,25 @@ def check_scalar(name: str, value: float, where: str, *, low: float | None = Non
         value = float(value)
     check_param(name, value, Interval(float, low, high, closed), where)
     return float(value)
+
+
+def check_count(name: str, value: int, where: str, *, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (``high=None``: no upper bound), or :class:`ParameterError`.
+
+    The one integer check of the package (sizes, step counts); :class:`Interval` decides.
+    """
+    if not Interval(int, low, high).accepts(value):
+        wanted = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ParameterError(f"{where}: {name} must be an int {wanted}, got {value!r}")
+    return int(value)
+
+
+def check_times(t: torch.Tensor, where: str, device: torch.device | str | None = None) -> torch.Tensor:
+    """``t`` as a finite, strictly increasing float64 grid of at least 2 times on ``device``, or :class:`ShapeError`."""
+    t = check_finite(as_tensor(t, "t", where, device=device), "t", where)
+    if t.ndim != 1 or t.numel() < 2 or not bool((t[1:] > t[:-1]).all()):
+        raise ShapeError(f"{where}: t must be an increasing 1-D grid of at least 2 times, got shape {tuple(t.shape)}; pass e.g. torch.linspace(0, T, n)")
+    return t
 
 
 def lambda_from_weight_decay(weight_decay: float) -> float:

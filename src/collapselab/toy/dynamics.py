@@ -34,7 +34,7 @@ import torch
 
 from ..core.errors import AssumptionError, ShapeError
 from ..core.validation import as_tensor, check_finite, check_matrix
-from ._common import check_reduction, check_scalar, loss_scale, single_thread
+from ._common import check_reduction, check_scalar, check_times, loss_scale, single_thread
 
 __all__ = ["ToyTrajectory", "bias_free_forward", "output_gradients", "toy_flow", "unnormalised_flow"]
 
@@ -60,31 +60,39 @@ class ToyTrajectory:
     weights: tuple[torch.Tensor, ...]
 
 
-def bias_free_forward(weights: Sequence[torch.Tensor], X: torch.Tensor) -> torch.Tensor:
-    """``f(x) = W_L relu(... relu(W_1 x))`` for every row of ``X`` ``(N, M)``; returns ``(N,)``."""
-    h = X
-    for W in weights[:-1]:
-        h = torch.relu(h @ W.T)
-    return (h @ weights[-1].T).squeeze(-1)
-
-
-def output_gradients(weights: Sequence[torch.Tensor], X: torch.Tensor, coeff: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``(f (N,), [d (sum_n coeff_n f(x_n)) / d W_k])`` by explicit back-propagation.
-
-    ``f`` as :func:`bias_free_forward`; the ReLU derivative at 0 is taken as 0 (PyTorch's
-    convention). ``coeff``: ``(N,)``. Used by both flows; the tests compare it with autograd.
-    """
+def _activations(weights: Sequence[torch.Tensor], X: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``([h_0 = X, h_1, ..., h_{L-1}], f (N,))``: the layer inputs kept for back-propagation, and the output."""
     hs = [X]
     for W in weights[:-1]:
         hs.append(torch.relu(hs[-1] @ W.T))
-    f = (hs[-1] @ weights[-1].T).squeeze(-1)
+    return hs, (hs[-1] @ weights[-1].T).squeeze(-1)
+
+
+def _backprop(weights: Sequence[torch.Tensor], hs: list[torch.Tensor], coeff: torch.Tensor) -> list[torch.Tensor]:
+    """``[d (sum_n coeff_n f(x_n)) / d W_k]`` from the layer inputs ``hs`` of :func:`_activations`."""
     delta = coeff[:, None]  # d(sum coeff f)/d(output), (N, 1)
     grads = []
     for k in range(len(weights) - 1, -1, -1):
         grads.append(delta.T @ hs[k])
         if k:
             delta = (delta @ weights[k]) * (hs[k] > 0)
-    return f, grads[::-1]
+    return grads[::-1]
+
+
+def bias_free_forward(weights: Sequence[torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """``f(x) = W_L relu(... relu(W_1 x))`` for every row of ``X`` ``(N, M)``; returns ``(N,)``."""
+    return _activations(weights, X)[1]
+
+
+def output_gradients(weights: Sequence[torch.Tensor], X: torch.Tensor, coeff: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(f (N,), [d (sum_n coeff_n f(x_n)) / d W_k])`` by explicit back-propagation.
+
+    ``f`` as :func:`bias_free_forward`; the ReLU derivative at 0 is taken as 0 (PyTorch's
+    convention). ``coeff``: ``(N,)``. The flows use the same two halves (one forward pass per
+    field evaluation, since their ``coeff`` depends on ``f``); the tests compare it with autograd.
+    """
+    hs, f = _activations(weights, X)
+    return f, _backprop(weights, hs, coeff)
 
 
 def _check_problem(weights: Sequence[torch.Tensor], X: torch.Tensor, y: torch.Tensor, t: torch.Tensor, step_size: float, where: str) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, float]:
@@ -102,10 +110,7 @@ def _check_problem(weights: Sequence[torch.Tensor], X: torch.Tensor, y: torch.Te
     y = check_finite(as_tensor(y, "y", where, device=X.device), "y", where)
     if y.shape != (X.shape[0],) or not bool((y.abs() == 1).all()):
         raise ShapeError(f"{where}: y must have shape ({X.shape[0]},) with entries +1 or -1")
-    t = check_finite(as_tensor(t, "t", where, device=X.device), "t", where)
-    if t.ndim != 1 or t.numel() < 2 or not bool((t[1:] > t[:-1]).all()):
-        raise ShapeError(f"{where}: t must be an increasing 1-D grid of at least 2 times, got shape {tuple(t.shape)}")
-    return Ws, X, y, t, check_scalar("step_size", step_size, where, low=0.0, closed="neither")
+    return Ws, X, y, check_times(t, where, X.device), check_scalar("step_size", step_size, where, low=0.0, closed="neither")
 
 
 def _rk4(field: Callable[[State], State], state: State, t: torch.Tensor, step_size: float, project: Callable[[State], State]) -> list[State]:
@@ -163,9 +168,10 @@ def toy_flow(V0: Sequence[torch.Tensor], rho0: float, X: torch.Tensor, y: torch.
 
     def field(state: State) -> State:
         rho, *V = state
-        f = y * bias_free_forward(V, X)
+        hs, out = _activations(V, X)
+        f = y * out
         w = 1.0 - rho * f
-        _, grads = output_gradients(V, X, w * y)  # d(sum_n w_n f_n)/dV_k with w frozen
+        grads = _backprop(V, hs, w * y)  # d(sum_n w_n f_n)/dV_k with w frozen
         V_dot = [2.0 * s * rho * (g - v * (v * g).sum() / v.square().sum()) for v, g in zip(V, grads)]
         return (2.0 * s * (w * f).sum() - 2.0 * lam * rho, *V_dot)
 
@@ -194,8 +200,8 @@ def unnormalised_flow(W0: Sequence[torch.Tensor], X: torch.Tensor, y: torch.Tens
     s = loss_scale(reduction, X.shape[0])
 
     def field(state: State) -> State:
-        g = y * bias_free_forward(list(state), X)
-        _, grads = output_gradients(list(state), X, 2.0 * s * (1.0 - g) * y)  # = -d(data loss)/dW_k
+        hs, out = _activations(state, X)
+        grads = _backprop(state, hs, 2.0 * s * (1.0 - y * out) * y)  # = -d(data loss)/dW_k
         return tuple(gk - lam * w for gk, w in zip(grads, state))
 
     states = _rk4(field, tuple(Ws), t, step_size, lambda st: st)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.data import simplex_etf
 from ..core.errors import AssumptionError, ShapeError
 from ..core.validation import check_matrix
-from ._common import check_scalar
+from ._common import check_count, check_scalar
 
 __all__ = [
     "collapsed_ridge",
@@ -34,12 +35,6 @@ __all__ = [
     "ufm_mse_loss",
     "ufm_mse_point",
 ]
-
-
-def _count(name: str, value: int, low: int, where: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value < low:
-        raise ShapeError(f"{where}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 def collapsed_ridge(means: torch.Tensor, num_per_class: int, lam: float, *, bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +48,7 @@ def collapsed_ridge(means: torch.Tensor, num_per_class: int, lam: float, *, bias
     """
     where = "collapsed_ridge"
     M = check_matrix(means, "means", where)
-    N = _count("num_per_class", num_per_class, 1, where)
+    N = check_count("num_per_class", num_per_class, where)
     lam = check_scalar("lam", lam, where, low=0.0, closed="neither")
     C = M.shape[0]
     eye = torch.eye(C, dtype=M.dtype, device=M.device)
@@ -106,7 +101,7 @@ def theorem3_check(W: torch.Tensor, b: torch.Tensor, means: torch.Tensor, num_pe
     b = torch.as_tensor(b, dtype=torch.float64, device=means.device).reshape(-1)
     if b.shape != (C,):
         raise ShapeError(f"{where}: b must have shape ({C},), got {tuple(b.shape)}")
-    N = _count("num_per_class", num_per_class, 1, where)
+    N = check_count("num_per_class", num_per_class, where)
     lam = check_scalar("lam", lam, where, low=0.0, closed="neither")
     out = means @ W.T + b  # out[c, j] = f^j(mu_c)
     eps = 1.0 - float(out.diagonal().mean())
@@ -158,8 +153,8 @@ def ufm_mse_optimum(num_classes: int, num_per_class: int, lam: float) -> UFMOpti
     ``W = H = 0`` with loss ``N (C-1)/2``. Needs ``d >= C - 1`` for the simplex (not checked here).
     """
     where = "ufm_mse_optimum"
-    C = _count("num_classes", num_classes, 2, where)
-    N = _count("num_per_class", num_per_class, 1, where)
+    C = check_count("num_classes", num_classes, where, low=2)
+    N = check_count("num_per_class", num_per_class, where)
     lam = check_scalar("lam", lam, where, low=0.0, closed="neither")
     root = math.sqrt(N)
     if lam >= root:
@@ -183,15 +178,13 @@ def ufm_mse_loss(W: torch.Tensor, b: torch.Tensor, H: torch.Tensor, labels: torc
 def ufm_mse_point(num_classes: int, num_per_class: int, dim: int, lam: float, *, seed: int | None = None, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The collapsed optimum of :func:`ufm_mse_optimum` as arrays ``(W, b, H, labels)``.
 
-    Class means ``b_norm * e_c`` on a simplex ETF ``e`` in ``R^dim`` (``dim >= C - 1``, else
+    Class means ``sqrt(feature_norm_sq) e_c`` on a simplex ETF ``e`` in ``R^dim`` (``dim >= C - 1``, else
     :class:`AssumptionError`), ``W^c = sqrt(N) mu_c``, ``b = 1/C``; H ``(C N, dim)`` class-major.
     """
-    from ..core.data import simplex_etf
-
     where = "ufm_mse_point"
-    C = _count("num_classes", num_classes, 2, where)
-    N = _count("num_per_class", num_per_class, 1, where)
-    if _count("dim", dim, 1, where) < C - 1:
+    C = check_count("num_classes", num_classes, where, low=2)
+    N = check_count("num_per_class", num_per_class, where)
+    if check_count("dim", dim, where) < C - 1:
         raise AssumptionError(f"{where}: a simplex of {C} classes needs dim >= {C - 1}, got dim={dim}")
     opt = ufm_mse_optimum(C, N, lam)
     E = simplex_etf(C, dim, seed=seed, dtype=dtype, device=device)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.errors import ParameterError
-from ._common import check_reduction, check_scalar
+from ._common import check_count, check_reduction, check_scalar, loss_scale
 
 __all__ = [
     "mean_lambda",
@@ -47,9 +47,9 @@ def _time_scale(reduction: str, num_samples: int | None, where: str) -> float:
     check_reduction(reduction, where)
     if reduction == "mean":
         return 1.0
-    if num_samples is None or isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-        raise ParameterError(f"{where}: reduction='sum' needs num_samples, the number N of training points (an int >= 1), got {num_samples!r}")
-    return float(num_samples)
+    if num_samples is None:
+        raise ParameterError(f"{where}: reduction='sum' needs num_samples, the number N of training points (an int >= 1), got None")
+    return float(check_count("num_samples", num_samples, where))
 
 
 def mean_lambda(lam: float, *, reduction: str = "mean", num_samples: int | None = None) -> float:
@@ -142,11 +142,10 @@ def rho_recursion(rho0: float, mu: float, M: float, lam: float, lr: float, steps
     margins (see :func:`recursion_factor`).
     """
     where = "rho_recursion"
-    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
-        raise ParameterError(f"{where}: steps must be an int >= 0, got {steps!r}")
+    steps = check_count("steps", steps, where, low=0)
     q = recursion_factor(lr, M, lam, reduction=reduction, num_samples=num_samples)
     eq = rho_eq(mu, M, lam, reduction=reduction, num_samples=num_samples)
-    k = torch.arange(int(steps) + 1, dtype=torch.float64)
+    k = torch.arange(steps + 1, dtype=torch.float64)
     return eq + torch.tensor(q, dtype=torch.float64) ** k * (rho0 - eq)
 
 
@@ -172,16 +171,8 @@ def _lemma2(rho0: float, lam: float, num_samples: int, num_stuck: int, reduction
     m = float(num_stuck)
     rho = rho0 / (1.0 + a / m)
     loss = a / (1.0 + a / m)
-    scale = 1.0 / num_samples if reduction == "mean" else 1.0
     diff = lam_sum * rho0 / m if num_stuck < num_samples else 0.0
-    return Lemma2Case(rho, loss * scale, a / (m + a), diff)
-
-
-def _check_count(name: str, value: int, low: int, high: int | None, where: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value < low or (high is not None and value > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ParameterError(f"{where}: {name} must be an int in {rng}, got {value!r}")
-    return int(value)
+    return Lemma2Case(rho, loss * loss_scale(reduction, num_samples), a / (m + a), diff)
 
 
 def lemma2_equal_margins(rho0: float, lam: float, num_samples: int, *, reduction: str = "sum") -> Lemma2Case:
@@ -194,7 +185,7 @@ def lemma2_equal_margins(rho0: float, lam: float, num_samples: int, *, reduction
     mean-loss ``lam`` (summed ``N lam``) and returns the mean loss.
     """
     where = "lemma2_equal_margins"
-    n = _check_count("num_samples", num_samples, 1, None, where)
+    n = check_count("num_samples", num_samples, where)
     return _lemma2(rho0, lam, n, n, reduction, where)
 
 
@@ -208,8 +199,8 @@ def lemma2_stuck_points(rho0: float, lam: float, num_samples: int, num_stuck: in
     Conventions as :func:`lemma2_equal_margins`.
     """
     where = "lemma2_stuck_points"
-    n = _check_count("num_samples", num_samples, 1, None, where)
-    m = _check_count("num_stuck", num_stuck, 1, n, where)
+    n = check_count("num_samples", num_samples, where)
+    m = check_count("num_stuck", num_stuck, where, high=n)
     return _lemma2(rho0, lam, n, m, reduction, where)
 
 

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torchdiffeq import odeint
 
-from ...core.errors import DivergenceError, ParameterError
-from ...core.validation import as_tensor, check_finite
-from .._common import check_reduction, check_scalar, loss_scale, single_thread
+from ...core.errors import DivergenceError
+from .._common import check_count, check_reduction, check_scalar, check_times, loss_scale, single_thread
 from ._diagnostics import ulpm_diagnostics
 from ._loss import check_ulpm, scaled_residual, ulpm_targets
 
@@ -46,9 +45,8 @@ class ULPMTrajectory:
 
 def log_spaced_steps(steps: int, num: int = 100) -> list[int]:
     """About ``num`` distinct integers ``0 = s_0 < ... < s_m = steps``, log-spaced after 1."""
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ParameterError(f"log_spaced_steps: steps must be an int >= 1, got {steps!r}")
-    grid = np.unique(np.round(np.logspace(0, math.log10(steps), max(int(num), 2))).astype(np.int64))
+    steps = check_count("steps", steps, "log_spaced_steps")
+    grid = np.unique(np.round(np.logspace(0, math.log10(steps), max(check_count("num", num, "log_spaced_steps"), 2))).astype(np.int64))
     return [0, *[int(s) for s in grid if 0 < s <= steps]]
 
 
@@ -102,11 +100,8 @@ def ulpm_descent(
     lr = check_scalar("lr", lr, where, low=0.0, closed="right")
     noise = check_scalar("noise", noise, where, low=0.0)
     max_sq_norm = check_scalar("max_sq_norm", max_sq_norm, where, low=0.0, closed="right")
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ParameterError(f"{where}: steps must be an int >= 1, got {steps!r}")
-    if isinstance(check_every, bool) or int(check_every) != check_every or check_every < 1:
-        raise ParameterError(f"{where}: check_every must be an int >= 1, got {check_every!r}")
-    steps = int(steps)
+    steps = check_count("steps", steps, where)
+    check_every = check_count("check_every", check_every, where)
     marks = sorted({int(s) for s in (log_spaced_steps(steps) if record is None else record) if 0 <= int(s) <= steps} | {steps})
     Y = ulpm_targets(W.shape[0], n, dtype=W.dtype, device=W.device)
     scale = loss_scale(reduction, H.shape[1])
@@ -149,9 +144,7 @@ def ulpm_flow(W0: torch.Tensor, H0: torch.Tensor, t: torch.Tensor, *, reduction:
     where = "ulpm_flow"
     check_reduction(reduction, where)
     W, H, n = check_ulpm(W0, H0, where)
-    t = check_finite(as_tensor(t, "t", where, device=W.device), "t", where)
-    if t.ndim != 1 or t.numel() < 2 or not bool((t[1:] > t[:-1]).all()):
-        raise ParameterError(f"{where}: t must be an increasing 1-D grid of at least 2 times, got shape {tuple(t.shape)}")
+    t = check_times(t, where, W.device)
     Y = ulpm_targets(W.shape[0], n, dtype=W.dtype, device=W.device)
     scale = loss_scale(reduction, H.shape[1])
 

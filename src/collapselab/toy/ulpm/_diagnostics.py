@@ -104,16 +104,14 @@ def nc_margin_bound(W: torch.Tensor, H: torch.Tensor) -> float:
     return float((W.square().sum() + H.square().sum()) / (2 * (W.shape[0] - 1) * math.sqrt(n)))
 
 
-def alignment(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean") -> float:
+def alignment(W: torch.Tensor, H: torch.Tensor) -> float:
     """``beta = <(W, H), -grad L> / (|(W, H)| |grad L|)``, the cosine with the descent direction.
 
     Seed 004 Lemma 3.2 prints it without the minus sign, which would make ``beta -> -1``;
-    with the sign fixed (spec) ``beta -> 1`` along gradient flow (Lemma 3.3). Independent of
-    ``reduction`` (a positive rescaling of the gradient); the argument is kept for symmetry.
+    with the sign fixed (spec) ``beta -> 1`` along gradient flow (Lemma 3.3). The same for the
+    summed and the mean loss (they differ by the positive factor ``N``), so it takes no ``reduction``.
     """
-    where = "alignment"
-    check_reduction(reduction, where)
-    W, H, n = check_ulpm(W, H, where)
+    W, H, n = check_ulpm(W, H, "alignment")
     G, _ = scaled_residual(W, H, ulpm_targets(W.shape[0], n, dtype=W.dtype, device=W.device), 1.0)
     gW, gH = G @ H.T, W.T @ G
     inner = -((W * gW).sum() + (H * gH).sum())
@@ -172,7 +170,7 @@ def ulpm_diagnostics(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean
     out.update(figure_quantities(W, H))
     q_min = nc_margin(W, H)
     wn, hn = float(W.square().sum()), float(H.square().sum())
-    out.update(q_min=q_min, q_bound=nc_margin_bound(W, H), beta=alignment(W, H, reduction=reduction), R2=wn + hn, imbalance=wn - hn)
+    out.update(q_min=q_min, q_bound=nc_margin_bound(W, H), beta=alignment(W, H), R2=wn + hn, imbalance=wn - hn)
     eps, delta = approximate_kkt(W, H) if q_min > 0 else (math.nan, math.nan)
     out.update(kkt_eps=eps, kkt_delta=delta)
     return out

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, minimize
 
-from ...core.errors import AssumptionError, ParameterError
-from .._common import check_reduction, check_scalar, single_thread
+from ...core.data import simplex_etf
+from ...core.errors import AssumptionError
+from .._common import check_count, check_reduction, check_scalar, single_thread
 from ._loss import check_ulpm, ulpm_gradients
 
 __all__ = [
@@ -47,10 +48,7 @@ __all__ = [
 
 
 def _sizes(num_classes: int, per_class: int, where: str) -> tuple[int, int]:
-    for name, v, low in (("num_classes", num_classes, 2), ("per_class", per_class, 1)):
-        if isinstance(v, bool) or int(v) != v or v < low:
-            raise ParameterError(f"{where}: {name} must be an int >= {low}, got {v!r}")
-    return int(num_classes), int(per_class)
+    return check_count("num_classes", num_classes, where, low=2), check_count("per_class", per_class, where)
 
 
 def sphere_minimum(num_classes: int, per_class: int, radius_sq: float, *, reduction: str = "sum") -> float:
@@ -68,14 +66,13 @@ def collapsed_point(num_classes: int, per_class: int, dim: int, radius_sq: float
 
     Needs ``dim >= K - 1`` (else :class:`AssumptionError`); ``seed`` rotates the simplex.
     """
-    from ...core.data import simplex_etf
-
     where = "collapsed_point"
     K, n = _sizes(num_classes, per_class, where)
-    if isinstance(dim, bool) or int(dim) != dim or dim < K - 1:
-        raise AssumptionError(f"{where}: a simplex of K={K} classes needs dim >= {K - 1}, got dim={dim!r}")
+    dim = check_count("dim", dim, where)
+    if dim < K - 1:
+        raise AssumptionError(f"{where}: a simplex of K={K} classes needs dim >= {K - 1}, got dim={dim}")
     r2 = check_scalar("radius_sq", radius_sq, where, low=0.0)
-    E = simplex_etf(K, int(dim), seed=seed, dtype=dtype, device=device)
+    E = simplex_etf(K, dim, seed=seed, dtype=dtype, device=device)
     W = math.sqrt(r2 / (2 * K)) * E
     H = math.sqrt(r2 / (2 * n * K)) * E.repeat_interleave(n, dim=0).T
     return W, H
@@ -105,7 +102,9 @@ def minimise_on_sphere(num_classes: int, per_class: int, dim: int, radius_sq: fl
     K, n = _sizes(num_classes, per_class, where)
     check_reduction(reduction, where)
     R = math.sqrt(check_scalar("radius_sq", radius_sq, where, low=0.0, closed="neither"))
-    d = int(dim)
+    d = check_count("dim", dim, where)
+    starts = check_count("starts", starts, where)
+    max_iter = check_count("max_iter", max_iter, where)
     sizes = (K * d, d * n * K)
 
     def split(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,7 +121,7 @@ def minimise_on_sphere(num_classes: int, per_class: int, dim: int, radius_sq: fl
 
     rng = np.random.default_rng(seed)
     values, best, ok = [], None, []
-    for _ in range(int(starts)):
+    for _ in range(starts):
         res = minimize(objective, rng.standard_normal(sum(sizes)), jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-13, "ftol": 1e-16, "maxcor": 30})
         values.append(float(res.fun))
         ok.append(bool(res.success))
@@ -147,8 +146,7 @@ def sphere_descent(W0: torch.Tensor, H0: torch.Tensor, *, lr: float, steps: int,
     W, H, _ = check_ulpm(W0, H0, where)
     lr = check_scalar("lr", lr, where, low=0.0, closed="right")
     noise = check_scalar("noise", noise, where, low=0.0)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ParameterError(f"{where}: steps must be an int >= 1, got {steps!r}")
+    steps = check_count("steps", steps, where)
     split = W.numel()
     z = torch.cat([W.reshape(-1), H.reshape(-1)])
     R = torch.linalg.vector_norm(z)
@@ -156,7 +154,7 @@ def sphere_descent(W0: torch.Tensor, H0: torch.Tensor, *, lr: float, steps: int,
     gen.manual_seed(int(seed))
     losses = []
     with torch.no_grad(), single_thread():
-        for _ in range(int(steps)):
+        for _ in range(steps):
             loss, gW, gH = ulpm_gradients(z[:split].reshape(W.shape), z[split:].reshape(H.shape), reduction=reduction)
             losses.append(loss)
             g = torch.cat([gW.reshape(-1), gH.reshape(-1)])
