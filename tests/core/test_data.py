@@ -140,11 +140,11 @@ def test_gaussian_clusters_in_higher_dimension():
 
 
 def test_gaussian_clusters_parameters():
-    with pytest.raises(ParameterError, match=r"gaussian_clusters: delta must be float in \[0, inf\], got -0.1"):
+    with pytest.raises(ParameterError, match=r"gaussian_clusters: delta must be float in \[0, inf\), got -0.1"):
         gaussian_clusters(3, 4, delta=-0.1)
     with pytest.raises(ParameterError, match=r"per_class lists 2 counts for 3 classes"):
         gaussian_clusters(3, [4, 4])
-    with pytest.raises(ParameterError, match=r"dim must be int in \[3, inf\], got 2"):
+    with pytest.raises(ParameterError, match=r"dim must be int in \[3, inf\), got 2"):
         gaussian_clusters(3, 4, dim=2)
     a, b = gaussian_clusters(3, 4, seed=5), gaussian_clusters(3, 4, seed=5)
     assert torch.equal(a.X, b.X) and torch.equal(a.labels, b.labels)
@@ -179,9 +179,9 @@ def test_simplex_etf_gram(q, d, seed):
 
 
 def test_simplex_etf_rejects_small_dimension():
-    with pytest.raises(ParameterError, match=r"simplex_etf: dim must be int in \[3, inf\], got 2"):
+    with pytest.raises(ParameterError, match=r"simplex_etf: dim must be int in \[3, inf\), got 2"):
         simplex_etf(4, 2)
-    with pytest.raises(ParameterError, match=r"num_classes must be int in \[2, inf\], got 1"):
+    with pytest.raises(ParameterError, match=r"num_classes must be int in \[2, inf\), got 1"):
         simplex_etf(1)
 
 

@@ -251,7 +251,7 @@ def test_idx_classes_errors(tmp_path, tiny_images):
         load_idx(ip, lp, classes=[0, 7])
     with pytest.raises(ParameterError, match=r"classes must be distinct, got \[1, 1\]"):
         load_idx(ip, lp, classes=[1, 1])
-    with pytest.raises(ParameterError, match=r"limit_per_class must be int in \[1, inf\], got 0"):
+    with pytest.raises(ParameterError, match=r"limit_per_class must be int in \[1, inf\), got 0"):
         load_idx(ip, lp, limit_per_class=0)
     gap = write_idx(tmp_path / "gap", np.where(labels == 1, 2, labels).astype(np.uint8))
     with pytest.raises(EmptyClassError, match=r"class 1 of Q=3 has no samples"):

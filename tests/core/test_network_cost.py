@@ -109,7 +109,7 @@ def test_functional_matches_module_and_finite_differences():
 def test_network_bad_widths():
     with pytest.raises(ParameterError, match=r"ReLUNet: widths must list at least input and output sizes, got \[3\]"):
         ReLUNet([3])
-    with pytest.raises(ParameterError, match=r"ReLUNet: widths\[1\] must be int in \[1, inf\], got 0"):
+    with pytest.raises(ParameterError, match=r"ReLUNet: widths\[1\] must be int in \[1, inf\), got 0"):
         ReLUNet([3, 0, 2])
     with pytest.raises(ParameterError, match=r"from_layers: need at least one"):
         from_layers([])

@@ -53,7 +53,7 @@ def test_orthogonality_errors_closed_form():
     assert torch.allclose(orthogonality_errors(R), (a.square() - 1).abs(), rtol=0, atol=1e-15)
     assert orthogonality_errors(R.reshape(3, 1, 2, 2)).shape == (3, 1)
     assert random_state(3, 4, seed=2).orthogonality_error() < 1e-14
-    with pytest.raises(ParameterError, match=r"random_state: depth must be int in \[1, inf\], got 0"):
+    with pytest.raises(ParameterError, match=r"random_state: depth must be int in \[1, inf\), got 0"):
         random_state(0, 4)
 
 
