@@ -38,7 +38,10 @@ __all__ = [
     "mse_decomposition",
 ]
 
-_CHUNK = 8192  # rows per update: bounds the float64 copies, keeps the Gram GEMM efficient
+# rows per update: the float64 copies (8 MiB at d = 512) and the (C, B) work matrices stay in
+# cache while the GEMMs stay efficient (measured, C = 100, d = 512, one thread: 2048 rows take
+# about 0.8 s where 8192 take 0.9 s)
+_CHUNK = 2048
 
 
 class NC2(NamedTuple):

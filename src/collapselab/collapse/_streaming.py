@@ -21,6 +21,11 @@ Statistics merge by addition after moving one side to the other's shift
 ``G' = G + delta^T S + S^T delta + delta^T diag(n) delta`` with ``delta = s_old - s_new``),
 which is what :meth:`CollapseStatistics.merge` and :meth:`CollapseStatistics.all_reduce` do.
 
+``G`` is symmetric, so only its block upper triangle is accumulated (:func:`_add_upper_gram`,
+blocks of ``_GRAM_BLOCK`` columns: 10/16 of the full product's arithmetic for ``d = 512``,
+the same float64 dot products) and it is mirrored when read (:func:`_symmetric_gram`); the
+symmetric corrections above may touch the whole matrix.
+
 With reference means (a previous pass) the shift is those means, and per-sample quantities
 that need them (nearest-class-centre accuracy, NC4, within-class distances) are
 accumulated too; with a classifier, accuracy and margins.
@@ -47,6 +52,38 @@ __all__ = ["ClassMoments", "SampleSums", "CollapseStatistics", "check_all_classe
 _SUM_FIELDS = ("ncc_correct", "correct", "nc4_agree", "within_dist", "global_dist", "margin_sum", "margin_sq")
 # Minima, reduced with MIN: margin of the logits (with bias), NC margin of W h (no bias, ULPM Def 3.1).
 _MIN_FIELDS = ("margin_min", "nc_margin")
+# Columns per block of the triangular Gram update: wide enough for an efficient GEMM, narrow
+# enough that skipping the blocks below the diagonal saves arithmetic (measured: d = 512 in
+# 0.73 and d = 1024 in 0.65 of the time of the full product, MKL, one thread).
+_GRAM_BLOCK = 128
+
+
+def _add_upper_gram(gram: torch.Tensor, x: torch.Tensor) -> None:
+    """``gram += x^T x`` on the block upper triangle: for each block ``J`` of ``_GRAM_BLOCK``
+    columns, ``gram[J, j0:] += x[:, J]^T x[:, j0:]`` (``j0`` the first column of ``J``). The
+    entries below the diagonal blocks are left alone; read the sum with :func:`_symmetric_gram`.
+    gram: (d, d), x: (B, d)."""
+    d = x.shape[1]
+    for j in range(0, d, _GRAM_BLOCK):
+        gram[j : j + _GRAM_BLOCK, j:].addmm_(x[:, j : j + _GRAM_BLOCK].T, x[:, j:])
+
+
+def _first_index(z: torch.Tensor, extreme: torch.Tensor) -> torch.Tensor:
+    """(B,) int64: for each column of ``z`` (C, B) the first row where ``z`` equals ``extreme``
+    (B,), its column minimum or maximum; so ``_first_index(z, z.amin(0))`` is ``z.argmin(0)``
+    (ties to the first index, as torch), from a comparison, a product and a vectorised
+    ``amax`` instead of an index reduction over the strided class axis."""
+    C = z.shape[0]
+    # C, C-1, ..., 1: the first hit has the largest rank (int32: the cheapest exact product)
+    rank = torch.arange(C, 0, -1, dtype=torch.int32, device=z.device).unsqueeze(1)
+    return C - ((z == extreme) * rank).amax(0).long()
+
+
+def _symmetric_gram(gram: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle is that of ``gram`` (d, d). Symmetric terms
+    added to the whole matrix (:meth:`_State.rebase`, merge, all_reduce) stay correct above
+    the diagonal, so the upper triangle is always the full Gram's."""
+    return torch.triu(gram) + torch.triu(gram, 1).T
 
 
 @dataclass(frozen=True)
@@ -142,7 +179,8 @@ class SampleSums:
 
 @dataclass
 class _State:
-    """Accumulators (all float64, one device). ``gram`` is None without covariance."""
+    """Accumulators (all float64, one device). ``gram`` is None without covariance; only its
+    upper triangle is meaningful (:func:`_add_upper_gram`)."""
 
     shift: torch.Tensor
     counts: torch.Tensor
@@ -314,7 +352,8 @@ class CollapseStatistics:
             self._ref_centred = offsets - offsets.mean(0)  # m_c - m_G
             g = self._ref_centred @ self._ref_centred.T
             self._ref_sqnorm = torch.diagonal(g).clone()  # |m_c - m_G|^2
-            self._ref_dist2 = (self._ref_sqnorm.unsqueeze(0) + self._ref_sqnorm.unsqueeze(1) - 2.0 * g).clamp(min=0.0)
+            dist2 = (self._ref_sqnorm.unsqueeze(0) + self._ref_sqnorm.unsqueeze(1) - 2.0 * g).clamp(min=0.0)
+            self._ref_dist2_t = dist2.T.contiguous()  # row y: |m_c - m_y|^2 for every c
         if self._weights is not None:
             self._weights = self._weights.to(device)
             self._bias = None if self._bias is None else self._bias.to(device)
@@ -381,53 +420,64 @@ class CollapseStatistics:
         st.sums.index_add_(0, y, xs)
         st.sq.index_add_(0, y, rowsq)
         if st.gram is not None:
-            st.gram.addmm_(xs.T, xs)
+            _add_upper_gram(st.gram, xs)
         if self.tracks_samples:
             self._update_samples(xs, rowsq, logits, y)
         return self
 
     def _update_samples(self, xs: torch.Tensor, rowsq: torch.Tensor, logits: torch.Tensor | None, y: torch.Tensor) -> None:
         """Per-sample sums from the shifted features ``xs = h - s_y`` (B, d), ``|xs|^2`` (B,) and
-        the class-major logits without bias ``W h`` (C, B; overwritten)."""
+        the class-major logits without bias ``W h`` (C, B; overwritten).
+
+        Decisions use ``amin``/``amax`` and :func:`_first_index` rather than ``argmin``/``max``
+        over the class axis (same result, ties included; about 4x faster on CPU)."""
         st = self._state
         s = st.sample
         B, C = xs.shape[0], self.num_classes
-        ncc = pred = None
+        ncc = None
         if self._ref_means is not None:
             # the shift is the reference means: xs = h - m_y, and with P = (m - m_G) xs^T
             # |h - m_c|^2 = |xs|^2 + 2 (P_y - P_c) + |m_y - m_c|^2, |h - m_G|^2 = |xs|^2 + 2 P_y + |m_y - m_G|^2
             P = torch.mm(self._ref_centred, xs.T, out=self._buffer("P", (C, B)))
             Py = P.gather(0, y.unsqueeze(0)).squeeze(0)
-            dist2 = torch.index_select(self._ref_dist2, 1, y, out=self._buffer("dist2", (C, B)))
-            dist2.add_(P, alpha=-2.0)  # + |xs|^2 + 2 P_y is the same for every c: argmin unchanged
-            ncc = dist2.argmin(0)
+            # |m_c - m_{y_i}|^2 as a (C, B) matrix: rows of the transposed table, then one
+            # transposing add (a column gather over the class axis is several times slower)
+            rows = torch.index_select(self._ref_dist2_t, 0, y, out=self._buffer("rows", (B, C)))
+            dist2 = torch.add(rows.T, P, alpha=-2.0, out=self._buffer("dist2", (C, B)))
+            # + |xs|^2 + 2 P_y is the same for every c: the nearest centre is unchanged
+            ncc = _first_index(dist2, dist2.amin(0))
             s[0] += (ncc == y).sum()
             s[3] += rowsq.sqrt().sum()
             g2 = rowsq + 2.0 * Py + self._ref_sqnorm.index_select(0, y)
             s[4] += g2.clamp(min=0.0).sqrt().sum()
-        if logits is not None:
-            if C > 1:
-                # mask the true class in place, then one max per column gives the runner-up;
-                # pred = y only when z_y beats every other class strictly (ties count as errors)
-                zy0 = logits.gather(0, y.unsqueeze(0)).squeeze(0)
-                logits.scatter_(0, y.unsqueeze(0), -math.inf)
-                st.mins[1] = torch.minimum(st.mins[1], (zy0 - logits.amax(0)).min())
-                if self._bias is None:
-                    zy = zy0
-                else:
-                    logits.add_(self._bias.unsqueeze(1))
-                    zy = zy0 + self._bias.index_select(0, y)
-                other, other_idx = logits.max(0)
-                m = zy - other
-                pred = torch.where(m > 0, y, other_idx)
-                s[5] += m.sum()
-                s[6] += (m * m).sum()
-                st.mins[0] = torch.minimum(st.mins[0], m.min())
-            else:
-                pred = torch.zeros_like(y)
-            s[1] += (pred == y).sum()
-        if ncc is not None and pred is not None:
-            s[2] += (ncc == pred).sum()
+        if logits is None:
+            return
+        if C == 1:
+            s[1] += B
+            if ncc is not None:
+                s[2] += B
+            return
+        # mask the true class in place, then one max per column gives the runner-up;
+        # pred = y only when z_y beats every other class strictly (ties count as errors)
+        zy0 = logits.gather(0, y.unsqueeze(0)).squeeze(0)
+        logits.scatter_(0, y.unsqueeze(0), -math.inf)
+        st.mins[1] = torch.minimum(st.mins[1], (zy0 - logits.amax(0)).min())
+        if self._bias is None:
+            zy = zy0
+        else:
+            logits.add_(self._bias.unsqueeze(1))
+            zy = zy0 + self._bias.index_select(0, y)
+        other = logits.amax(0)
+        m = zy - other
+        right = m > 0
+        s[1] += right.sum()
+        s[5] += m.sum()
+        s[6] += (m * m).sum()
+        st.mins[0] = torch.minimum(st.mins[0], m.min())
+        if ncc is not None:
+            # the prediction is y where right, else the first runner-up
+            agree = torch.where(right, ncc == y, ncc == _first_index(logits, other))
+            s[2] += agree.sum()
 
     # ------------------------------------------------------------------ combination
     def _check_compatible(self, other: "CollapseStatistics", where: str) -> None:
@@ -530,7 +580,7 @@ class CollapseStatistics:
             raise ParameterError(f"{where}: built with covariance=False (means only); build with covariance=True for Sigma_W")
         n = st.counts
         scaled = st.sums / n.unsqueeze(1)
-        scatter = st.gram - st.sums.T @ scaled
+        scatter = _symmetric_gram(st.gram) - st.sums.T @ scaled
         sigma_w = 0.5 * (scatter + scatter.T) / n.sum()
         # clamp: the shifted difference can round to -1e-17 for a class of identical points
         class_vars = ((st.sq - (st.sums * scaled).sum(1)) / n).clamp(min=0.0)

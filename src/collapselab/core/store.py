@@ -33,7 +33,7 @@ import torch
 
 from .errors import ConfigError, DataFileError, MissingFileError
 
-__all__ = ["Claim", "RunFolder", "atomic_write_bytes", "atomic_write_text", "new_run_id", "read_claims", "read_metrics", "versions"]
+__all__ = ["Claim", "RunFolder", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "new_run_id", "read_claims", "read_metrics", "versions"]
 
 CONFIG, METRICS, CLAIMS, CHECKPOINT, LOG, FIGURES = "config.json", "metrics.csv", "claims.json", "checkpoint.pt", "log.txt", "figures"
 
@@ -65,6 +65,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically: a crash leaves the old file or the new one, never a torn one."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -238,9 +245,7 @@ class RunFolder:
         """Atomically write ``state`` (plus the metrics row count) to checkpoint.pt."""
         payload = dict(state)
         payload["_metrics_rows"] = self.num_metric_rows()
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        atomic_write_bytes(self.path / CHECKPOINT, buf.getvalue())
+        atomic_torch_save(self.path / CHECKPOINT, payload)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The last checkpoint (or None: then the run starts over); drops metrics rows written after it."""

@@ -9,7 +9,7 @@ at log-spaced epochs (through :mod:`collapselab.collapse`), stops on divergence 
 resumable run folder; :mod:`.protocols` holds the seed-002 protocol pieces.
 """
 
-from .callbacks import Checkpoint, MetricsLogger, TensorBoardLogger, save_state_file
+from .callbacks import Checkpoint, MetricsLogger, TensorBoardLogger
 from .config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, log_spaced_epochs
 from .data import NORMALISATIONS, as_images, randomise_labels
 from .distributed import init_distributed, shutdown_distributed
@@ -51,7 +51,6 @@ __all__ = [
     "normalised_margins",
     "randomise_labels",
     "rho_metrics",
-    "save_state_file",
     "scale_conv_init",
     "seed002_model",
     "shutdown_distributed",

@@ -7,19 +7,17 @@ metrics logger before the checkpoint so that a checkpoint covers the row of its 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from ..core.errors import ParameterError
-from ..core.store import atomic_write_bytes
+from ..core.store import atomic_torch_save
 from ..core.validation import Interval, check_param
 from .trainer import EpochRecord, Trainer
 
-__all__ = ["MetricsLogger", "Checkpoint", "TensorBoardLogger", "save_state_file"]
+__all__ = ["MetricsLogger", "Checkpoint", "TensorBoardLogger"]
 
 
 class MetricsLogger:
@@ -33,13 +31,6 @@ class MetricsLogger:
         self.log({**self.extra, **record.row()})
 
 
-def save_state_file(path: Path | str, state: dict[str, Any]) -> None:
-    """``torch.save(state)`` to ``path`` atomically (temporary file + rename)."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
 class Checkpoint:
     """Save ``trainer.state_dict()`` (wrapped by ``wrap`` if given) every ``every`` epochs and at
     the last epoch, through ``save`` (e.g. ``ctx.save_checkpoint``) or atomically to ``path``."""
@@ -47,7 +38,7 @@ class Checkpoint:
     def __init__(self, save: Callable[[dict[str, Any]], None] | None = None, *, path: Path | str | None = None, every: int = 1, wrap: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         if (save is None) == (path is None):
             raise ParameterError("Checkpoint: give exactly one of save= (a function) or path= (a file)")
-        self.save = save if save is not None else (lambda state: save_state_file(path, state))  # type: ignore[arg-type]
+        self.save = save if save is not None else (lambda state: atomic_torch_save(Path(path), state))  # type: ignore[arg-type]
         self.every, self.wrap = int(check_param("every", every, Interval(int, 1), "Checkpoint")), wrap
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
