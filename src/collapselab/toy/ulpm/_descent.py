@@ -23,7 +23,7 @@ from torchdiffeq import odeint
 from ...core.errors import DivergenceError
 from .._common import check_count, check_reduction, check_scalar, check_times, loss_scale, single_thread
 from ._diagnostics import ulpm_diagnostics
-from ._loss import check_ulpm, scaled_residual, ulpm_targets
+from ._loss import check_ulpm, residual_gradients, scaled_residual, ulpm_targets
 
 __all__ = ["ULPMTrajectory", "log_spaced_steps", "ulpm_step", "ulpm_descent", "ulpm_flow"]
 
@@ -52,7 +52,7 @@ def log_spaced_steps(steps: int, num: int = 100) -> list[int]:
 
 def _update(W: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, scale: float, lr: float, noise: float, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     G, _ = scaled_residual(W, H, Y, scale)
-    gW, gH = G @ H.T, W.T @ G
+    gW, gH = residual_gradients(W, H, G)
     if noise > 0:
         gW = gW + noise * torch.randn(gW.shape, dtype=gW.dtype, device=gW.device, generator=gen)
         gH = gH + noise * torch.randn(gH.shape, dtype=gH.dtype, device=gH.device, generator=gen)

@@ -18,7 +18,7 @@ import torch
 
 from ...core.errors import AssumptionError
 from .._common import check_reduction
-from ._loss import check_ulpm, scaled_residual, ulpm_targets
+from ._loss import check_ulpm, residual_gradients, scaled_residual, ulpm_targets
 
 __all__ = [
     "FIGURE_QUANTITIES",
@@ -113,7 +113,7 @@ def alignment(W: torch.Tensor, H: torch.Tensor) -> float:
     """
     W, H, n = check_ulpm(W, H, "alignment")
     G, _ = scaled_residual(W, H, ulpm_targets(W.shape[0], n, dtype=W.dtype, device=W.device), 1.0)
-    gW, gH = G @ H.T, W.T @ G
+    gW, gH = residual_gradients(W, H, G)
     inner = -((W * gW).sum() + (H * gH).sum())
     norms = torch.sqrt(W.square().sum() + H.square().sum()) * torch.sqrt(gW.square().sum() + gH.square().sum())
     return float(inner / norms)
@@ -139,7 +139,7 @@ def approximate_kkt(W: torch.Tensor, H: torch.Tensor) -> tuple[float, float]:
         raise AssumptionError(f"{where}: the NC margin q_min={q_min:.3g} is not positive, so (W, H)/sqrt(q_min) is not feasible for problem (5); run descent until every point is separated")
     Y = ulpm_targets(W.shape[0], n, dtype=W.dtype, device=W.device)
     G, _ = scaled_residual(W, H, Y, 1.0)
-    gW, gH = G @ H.T, W.T @ G
+    gW, gH = residual_gradients(W, H, G)
     P = G + Y  # softmax probabilities
     weights = P * (1.0 - Y)  # p_{j,(k,i)} for j != k
     z_norm = torch.sqrt(W.square().sum() + H.square().sum())

@@ -16,7 +16,7 @@ from ...core.errors import ShapeError
 from ...core.validation import check_matrix
 from .._common import check_reduction, loss_scale
 
-__all__ = ["ulpm_labels", "ulpm_targets", "check_ulpm", "ulpm_loss", "ulpm_gradients", "scaled_residual"]
+__all__ = ["ulpm_labels", "ulpm_targets", "check_ulpm", "ulpm_loss", "ulpm_gradients", "scaled_residual", "residual_gradients"]
 
 
 def ulpm_labels(num_classes: int, per_class: int, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -46,6 +46,12 @@ def scaled_residual(W: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, scale: fl
     return (logp.exp() - Y) * scale, -(Y * logp).sum(dim=0)
 
 
+def residual_gradients(W: torch.Tensor, H: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(grad_W, grad_H) = (G H^T, W^T G)`` for the residual ``G`` of :func:`scaled_residual`
+    (chain rule through the logits ``W H``): the one place the gradient is assembled."""
+    return G @ H.T, W.T @ G
+
+
 def ulpm_loss(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of the ULPM (seed 004 eq. 4), summed or averaged over the ``N`` columns."""
     return ulpm_gradients(W, H, reduction=reduction)[0]
@@ -65,4 +71,4 @@ def ulpm_gradients(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean")
     Y = ulpm_targets(K, N // K, dtype=W.dtype, device=W.device)
     s = loss_scale(reduction, N)
     G, per = scaled_residual(W, H, Y, s)
-    return per.sum() * s, G @ H.T, W.T @ G
+    return (per.sum() * s, *residual_gradients(W, H, G))
