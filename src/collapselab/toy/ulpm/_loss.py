@@ -52,9 +52,22 @@ def residual_gradients(W: torch.Tensor, H: torch.Tensor, G: torch.Tensor) -> tup
     return G @ H.T, W.T @ G
 
 
+def _residual(W: torch.Tensor, H: torch.Tensor, reduction: str, where: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Shape-checked ``(G, per-column CE, scale)`` shared by :func:`ulpm_loss` and :func:`ulpm_gradients`."""
+    check_reduction(reduction, where)
+    K, N = W.shape[0], H.shape[1]
+    if K < 2 or N == 0 or N % K != 0 or H.shape[0] != W.shape[1]:
+        raise ShapeError(f"{where}: need W (K, d) and H (d, n*K) with K >= 2, got W {tuple(W.shape)} and H {tuple(H.shape)}")
+    Y = ulpm_targets(K, N // K, dtype=W.dtype, device=W.device)
+    s = loss_scale(reduction, N)
+    G, per = scaled_residual(W, H, Y, s)
+    return G, per, s
+
+
 def ulpm_loss(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of the ULPM (seed 004 eq. 4), summed or averaged over the ``N`` columns."""
-    return ulpm_gradients(W, H, reduction=reduction)[0]
+    _, per, s = _residual(W, H, reduction, "ulpm_loss")
+    return per.sum() * s
 
 
 def ulpm_gradients(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -63,12 +76,5 @@ def ulpm_gradients(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean")
     W: ``(K, d)``, H: ``(d, n K)`` float64 (differentiable inputs are fine: the outputs then
     carry a graph, which the tests use to compare with autograd).
     """
-    where = "ulpm_gradients"
-    check_reduction(reduction, where)
-    K, N = W.shape[0], H.shape[1]
-    if K < 2 or N == 0 or N % K != 0 or H.shape[0] != W.shape[1]:
-        raise ShapeError(f"{where}: need W (K, d) and H (d, n*K) with K >= 2, got W {tuple(W.shape)} and H {tuple(H.shape)}")
-    Y = ulpm_targets(K, N // K, dtype=W.dtype, device=W.device)
-    s = loss_scale(reduction, N)
-    G, per = scaled_residual(W, H, Y, s)
+    G, per, s = _residual(W, H, reduction, "ulpm_gradients")
     return (per.sum() * s, *residual_gradients(W, H, G))
