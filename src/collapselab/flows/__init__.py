@@ -10,7 +10,7 @@ in spec/chen.md 5.1 (with errata E8, E9). For a model ``f(theta, X)``, the stack
 * :mod:`~collapselab.flows.linalg`: rank, pseudo-inverse and projector of the Gram;
 * :mod:`~collapselab.flows.fields`: standard, adapted, homotopy and prescribed-path fields;
 * :mod:`~collapselab.flows.interpolation`: ``t = 1 - e^{-s/N}``, the corrected Prop 2.5;
-* :mod:`~collapselab.flows.integrate`: explicit Euler and scipy's adaptive solvers -> :class:`Trajectory`;
+* :mod:`~collapselab.flows.integrate`: explicit Euler, scipy's and torchdiffeq's adaptive solvers -> :class:`Trajectory`;
 * :mod:`~collapselab.flows.optimizer`: :class:`AdaptedFlow` / :func:`fit` for any ``nn.Module``.
 """
 
