@@ -19,10 +19,10 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import best_of
 
 from collapselab.construct import admissible_mu, cluster_geometry, construct_clustered, construct_sequential
 from collapselab.construct._cones import assemble, check_sectors, cone_layer
@@ -31,13 +31,6 @@ from collapselab.core.data import check_data, gaussian_clusters, sequentially_se
 from collapselab.core.network import ReLUNet
 
 
-def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, out = math.inf, None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def _stages(X: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -80,10 +73,10 @@ def main() -> None:
 
     data = gaussian_clusters(args.q, args.n // args.q, delta=0.02, seed=0)
     X, labels = data.X, data.labels
-    total, result = _best(lambda: construct_clustered(X, labels), args.repeats)
+    total, result = best_of(lambda: construct_clustered(X, labels), args.repeats)
     stages = _stages(X, labels)
     with torch.no_grad():
-        forward, out = _best(lambda: result.module(X), args.repeats)
+        forward, out = best_of(lambda: result.module(X), args.repeats)
     measured_cost = float(weighted_l2(out, labels).sqrt())
 
     net = ReLUNet(result.module.widths)
@@ -94,7 +87,7 @@ def main() -> None:
         weighted_l2(net(X), labels).backward()
         opt.step()
 
-    adam, _ = _best(adam_step, 1)  # one step is slow and its time is stable
+    adam, _ = best_of(adam_step, 1)  # one step is slow and its time is stable
     report: dict[str, Any] = {
         "N": int(X.shape[0]),
         "Q": args.q,
@@ -113,8 +106,8 @@ def main() -> None:
     }
     if args.sequential:
         sdata = sequentially_separable(args.q, args.q, args.sequential // args.q, seed=0)
-        seq, sres = _best(lambda: construct_sequential(sdata.X, sdata.labels, order=list(range(args.q))), 1)
-        greedy, _ = _best(lambda: construct_sequential(sdata.X, sdata.labels, search="greedy"), 1)
+        seq, sres = best_of(lambda: construct_sequential(sdata.X, sdata.labels, order=list(range(args.q))), 1)
+        greedy, _ = best_of(lambda: construct_sequential(sdata.X, sdata.labels, search="greedy"), 1)
         report.update({"sequential_N": int(sdata.num_samples), "sequential_given_order_s": seq, "sequential_greedy_s": greedy, "sequential_cost": sres.cost})
     if args.json:
         print(json.dumps(report))

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
+from _timing import best_of
 
 from collapselab.core.data import ClassificationData, check_data
 from collapselab.core.errors import AssumptionError, ParameterError
@@ -91,13 +91,6 @@ def problem(Q: int, per_cluster: int, device: str, seed: int = 0) -> tuple[Class
     return data, make_state((1 - eye).to(device), R.to(device))
 
 
-def best_of(fn, repeats: int):
-    out, best = None, float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main() -> None:

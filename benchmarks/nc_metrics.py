@@ -19,23 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 import torch
+from _timing import best_of
 from scipy.spatial.distance import cdist
 from torch import nn
 
 from collapselab.collapse import CollapseStatistics, CollapseTracker, collapse_report
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    out, best = None, float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def numpy_reference(H32: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, C: int) -> dict[str, float]:
