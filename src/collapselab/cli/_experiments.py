@@ -57,7 +57,6 @@ def run(
     threads: Threads = None,
 ) -> None:
     """Run one experiment into a new run folder and print the verdict of every claim."""
-    get_experiment(name)  # unknown names fail before anything is created
     result = run_experiment(name, parse_overrides(set_ or []), out=out, device=device, quick=quick, resume=resume, threads=_threads(threads, quick))
     typer.echo(f"run folder: {result.path}")
     _finish([summarise(result.path)])
