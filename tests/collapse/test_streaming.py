@@ -94,8 +94,11 @@ def _worker(rank, world, init_file, out_dir):
         st = CollapseStatistics(5, weights=W, bias=b).update(H[part], y[part])
         st.all_reduce()
         mom = st.moments()
+        # Sigma_W on the span of the class means only (reference means from the whole data)
+        span = CollapseStatistics(5, means=collapse_report(H, y).means, weights=W, bias=b, covariance="span").update(H[part], y[part])
+        span.all_reduce()
         torch.save({"counts": mom.counts, "means": mom.means, "sigma_w": mom.sigma_w, "class_vars": mom.class_vars,
-                    "report": st.report().as_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+                    "report": st.report().as_dict(), "span_report": span.report().as_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -119,6 +122,7 @@ def test_two_process_gloo_all_reduce_equals_one_pass(tmp_path, monkeypatch):
                 assert got["report"][k] is None, k
             else:
                 assert got["report"][k] == pytest.approx(rep[k], rel=1e-12, abs=1e-14), k
+                assert got["span_report"][k] == pytest.approx(rep[k], rel=1e-11, abs=1e-14), k
 
 
 def test_all_reduce_needs_an_initialised_process_group():

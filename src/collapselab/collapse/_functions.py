@@ -77,9 +77,11 @@ def _passes(
     where: str,
     *,
     per_sample: bool = True,
+    covariance: bool | str = "span",
 ) -> CollapseStatistics:
     """Two passes: means (counts and sums only), then statistics shifted by them (with the
-    per-sample rules unless ``per_sample=False``)."""
+    per-sample rules unless ``per_sample=False``). ``covariance="span"`` (default) holds
+    ``Sigma_W`` on the span of the class means, all that the report needs; ``True`` all of it."""
     h = check_features(features, where, finite=False)  # checked per chunk by update()
     rows = None
     if weights is not None:
@@ -103,17 +105,18 @@ def _passes(
 
     first = feed(CollapseStatistics(C, classes=classes, covariance=False, device=h.device))
     check_all_classes(first.counts, first.classes, where)
-    return feed(CollapseStatistics(C, classes=classes, means=first.means(), weights=weights, bias=bias, per_sample=per_sample))
+    return feed(CollapseStatistics(C, classes=classes, means=first.means(), weights=weights, bias=bias, per_sample=per_sample, covariance=covariance))
 
 
 def class_moments(features: Any, labels: Any, *, num_classes: int | None = None) -> ClassMoments:
     """Counts, means, ``Sigma_W`` and per-class variances (:class:`ClassMoments`), exact two-pass.
     features: (N, d) any floating dtype (accumulated in float64); labels: (N,) integers."""
-    return _moments(features, labels, num_classes, "class_moments")
+    return _moments(features, labels, num_classes, "class_moments", covariance=True)
 
 
-def _moments(features: Any, labels: Any, num_classes: int | None, where: str) -> ClassMoments:
-    return _passes(features, labels, num_classes, None, None, where, per_sample=False).moments()
+def _moments(features: Any, labels: Any, num_classes: int | None, where: str, *, covariance: bool | str = "span") -> ClassMoments:
+    """Exact two-pass moments; ``Sigma_W`` on the span of the class means unless ``covariance=True``."""
+    return _passes(features, labels, num_classes, None, None, where, per_sample=False, covariance=covariance).moments()
 
 
 def collapse_report(
@@ -160,9 +163,9 @@ def nc1(
     mom = _moments(features, labels, num_classes, where)
     mc = mom.centred_means(global_mean)
     if variant == "trace_ratio":
-        return m.nc1_trace_ratio(mom.sigma_w, mc)
+        return m.nc1_trace_ratio(mom, mc)
     tol = m.default_rtol(mom.num_classes, mom.dim) if rtol is None else check_param("rtol", rtol, Interval(float, 0.0, 1.0, closed="left"), where)
-    return m.nc1_span(mom.sigma_w, *m.row_basis(mc, tol, null=mom.centring_null(global_mean)))
+    return m.nc1_span(mom, *m.row_basis(mc, tol, null=mom.centring_null(global_mean)))
 
 
 def cdnv(features: Any, labels: Any, *, num_classes: int | None = None, ddof: int = 0, exponent: float = 2.0) -> float:
@@ -259,7 +262,7 @@ def mse_decomposition(
     of class ``c``, default the identity (one-hot)."""
     where = "mse_decomposition"
     check_param("weight_decay", weight_decay, Interval(float, 0.0), where)
-    mom = _moments(features, labels, num_classes, where)
+    mom = _moments(features, labels, num_classes, where, covariance=True)
     C, d = mom.num_classes, mom.dim
     W = check_matrix(weights, "weights", where, shape=(C, d), device=mom.means.device)
     b = None if bias is None else check_matrix(torch.as_tensor(bias).reshape(1, -1), "bias", where, shape=(1, C), device=W.device).reshape(-1)

@@ -3,7 +3,7 @@ metrics" and "ULPM quantities"). Pure functions of tensors: no data passes, no c
 (the public functions in ``_functions.py`` and the streaming accumulator validate).
 
 Notation: ``C`` classes, features in ``R^d``; ``Mc`` (C, d) centred class means
-``mu_c - mu_G``; ``W`` (C, d) classifier rows ``w_c``; ``sigma_w`` (d, d).
+``mu_c - mu_G``; ``W`` (C, d) classifier rows ``w_c``; ``mom`` the class moments.
 """
 
 from __future__ import annotations
@@ -68,24 +68,25 @@ def row_basis(X: torch.Tensor, rtol: float, *, null: torch.Tensor | None = None)
     return s[keep], vh[keep].T
 
 
-def nc1_span(sigma_w: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> float:
+def nc1_span(mom: ClassMoments, s: torch.Tensor, v: torch.Tensor) -> float:
     """``NC1 = Tr(Sigma_W Sigma_B^+) / C`` in the span of ``M~`` (spec, "NC1"; PHD 2020, Fig. 6).
 
     With ``M~ = U S V^T`` cut at rank ``r`` (:func:`row_basis`), ``Sigma_B = M~^T M~ / C`` gives
     ``Sigma_B^+ = C V S^-2 V^T`` and ``NC1 = sum_k v_k^T Sigma_W v_k / s_k^2``: ``r x r``
-    algebra, no ``d x d`` pseudo-inverse. ``inf`` when all class means coincide (r = 0).
-    sigma_w: (d, d), s: (r,), v: (d, r).
+    algebra, no ``d x d`` pseudo-inverse, and ``Sigma_W`` is needed only on ``span M~``
+    (:meth:`ClassMoments.within_quadratic`). ``inf`` when all class means coincide (r = 0).
+    s: (r,), v: (d, r).
     """
     if s.numel() == 0:
         return math.inf
-    return float(((v * (sigma_w @ v)).sum(0) / s**2).sum())
+    return float((mom.within_quadratic(v) / s**2).sum())
 
 
-def nc1_trace_ratio(sigma_w: torch.Tensor, centred: torch.Tensor) -> float:
+def nc1_trace_ratio(mom: ClassMoments, centred: torch.Tensor) -> float:
     """``Tr Sigma_W / Tr Sigma_B`` with ``Tr Sigma_B = |M~|_F^2 / C`` (the spec's
     ``nc1_variant="trace_ratio"``)."""
     tb = (centred * centred).sum() / centred.shape[0]
-    return float(torch.trace(sigma_w) / tb) if float(tb) > 0 else math.inf
+    return float(mom.within_trace() / tb) if float(tb) > 0 else math.inf
 
 
 def cdnv_pairs(mom: ClassMoments, *, ddof: int = 0, exponent: float = 2.0) -> float:

@@ -153,7 +153,7 @@ def build_report(
     tol = m.default_rtol(C, mom.dim) if rtol is None else check_param("rtol", rtol, Interval(float, 0.0, 1.0, closed="left"), where)
     mc = mom.centred_means(global_mean)
     s_m, v_m = m.row_basis(mc, tol, null=mom.centring_null(global_mean))  # one SVD of M~ serves NC1, its rank and NC3's angles
-    nc1, rank = m.nc1_span(mom.sigma_w, s_m, v_m), int(s_m.numel())
+    nc1, rank = m.nc1_span(mom, s_m, v_m), int(s_m.numel())
     vals: dict[str, Any] = dict(
         num_classes=C,
         num_samples=mom.num_samples,
@@ -165,7 +165,7 @@ def build_report(
         classes=[int(c) for c in mom.classes],
         counts=[int(c) for c in mom.counts],
         nc1=nc1,
-        nc1_trace_ratio=m.nc1_trace_ratio(mom.sigma_w, mc),
+        nc1_trace_ratio=m.nc1_trace_ratio(mom, mc),
         cdnv=m.cdnv_pairs(mom),
         nc2_equinorm_means=m.equinorm(mc),
         nc2_equiangular_means=m.equiangularity(mc),

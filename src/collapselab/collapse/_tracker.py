@@ -52,7 +52,8 @@ class CollapseTracker:
             a single module), e.g. from a previous epoch: they enable NC4, nearest-class-centre
             accuracy and within-class distances in the same pass.
         classes: label values, when they are not ``0..C-1`` (see :class:`CollapseStatistics`).
-        covariance: accumulate the ``d x d`` Gram (False: means only).
+        covariance: accumulate the ``d x d`` Gram (False: means only; ``"span"``, with
+            ``means``: only on the span of the class means, see :class:`CollapseStatistics`).
         classifier: take the classifier from a hooked ``nn.Linear`` with ``capture="input"``
             and ``out_features == C`` (accuracy, margins, NC3/NC4); its current weights are
             read at every batch and at :meth:`report`.
@@ -73,7 +74,7 @@ class CollapseTracker:
         pool: str = "flatten",
         means: Mapping[str, Any] | Any | None = None,
         classes: Any | None = None,
-        covariance: bool = True,
+        covariance: bool | str = True,
         classifier: bool = True,
     ) -> None:
         where = "CollapseTracker"
