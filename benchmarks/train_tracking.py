@@ -5,7 +5,9 @@ Times, per epoch on the same data and model:
   trainer  collapselab.train.Trainer without NC measurements (its own bookkeeping only),
   tracked  the Trainer measuring NC metrics after every epoch (eval forward pass over the
            training set, hook, two-pass float64 statistics, report).
-Reports trainer/plain, the cost of one measurement relative to a training epoch, and the
+The three run in rotation, one epoch each per round, so every round sees the same machine
+load (the machine may be shared); the cost of one measurement is the median over rounds of
+tracked - trainer. Reports trainer/plain, the cost of one measurement relative to a training epoch, and the
 amortised overhead of the PHD schedule (about 50 log-spaced measurements over 350 epochs),
 whose target is < 5% of training time.
 
@@ -19,6 +21,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -46,14 +49,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def plain_epochs(model_name: str, X: torch.Tensor, y: torch.Tensor, epochs: int, batch: int, device: torch.device) -> list[float]:
+def plain_epochs(model_name: str, X: torch.Tensor, y: torch.Tensor, batch: int, device: torch.device) -> Iterator[None]:
+    """A hand-written training loop, one epoch per ``next``."""
     model = make(model_name, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(0)
-    times = []
-    for _ in range(epochs):
-        sync(device)
-        t = time.perf_counter()
+    while True:
         perm = torch.randperm(X.shape[0], generator=g).to(device)
         for idx in perm.split(batch):
             loss = F.cross_entropy(model(X[idx]), y[idx])
@@ -61,35 +62,43 @@ def plain_epochs(model_name: str, X: torch.Tensor, y: torch.Tensor, epochs: int,
             loss.backward()
             opt.step()
         float(loss.detach())
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return times
+        yield
 
 
-def trainer_epochs(model_name: str, X: torch.Tensor, y: torch.Tensor, epochs: int, batch: int, device: torch.device, measure: bool) -> list[float]:
+def trainer_epochs(model_name: str, X: torch.Tensor, y: torch.Tensor, epochs: int, batch: int, device: torch.device, measure: bool) -> Iterator[object]:
+    """The Trainer, one epoch per ``next``; ``measure``: NC metrics after every epoch."""
     cfg = TrainConfig(epochs=epochs, lr=0.01, weight_decay=5e-4, batch_size=batch, nc_points=epochs if measure else 0)
-    trainer = Trainer(make(model_name, device), (X, y), cfg, num_classes=10, measure_batch_size=1024)
-    times = []
-    it = trainer.iterate()
-    for _ in range(epochs):
-        sync(device)
-        t = time.perf_counter()
-        next(it)
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return times
+    return Trainer(make(model_name, device), (X, y), cfg, num_classes=10).iterate()  # measurement batches = training batches
 
 
-def med(times: list[float]) -> float:
-    """Median epoch time, the first (warm-up) epoch dropped when there are others."""
-    return statistics.median(times[1:] if len(times) > 1 else times)
+def timed(step: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    t = time.perf_counter()
+    step()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def interleaved(model_name: str, X: torch.Tensor, y: torch.Tensor, epochs: int, batch: int, device: torch.device) -> dict[str, list[float]]:
+    """Epoch times of the three variants, run in rotation (plain, trainer, tracked, plain, ...)
+    so that each round sees the same machine load; the first round is a warm-up."""
+    runs = {
+        "plain": plain_epochs(model_name, X, y, batch, device),
+        "trainer": trainer_epochs(model_name, X, y, epochs + 1, batch, device, measure=False),
+        "tracked": trainer_epochs(model_name, X, y, epochs + 1, batch, device, measure=True),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(epochs + 1):
+        for name, it in runs.items():
+            times[name].append(timed(lambda: next(it), device))
+    return {k: v[1:] for k, v in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["mlp", "vgg11"], default="mlp")
     ap.add_argument("--samples", type=int, default=4096)
-    ap.add_argument("--epochs", type=int, default=4, help="timed epochs per variant (the first is dropped as warm-up)")
+    ap.add_argument("--epochs", type=int, default=5, help="timed rounds (one epoch of each variant; plus one warm-up round)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave the default)")
@@ -99,10 +108,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     X, y = data(args.model, args.samples, device)
-    plain = med(plain_epochs(args.model, X, y, args.epochs, args.batch, device))
-    trainer = med(trainer_epochs(args.model, X, y, args.epochs, args.batch, device, measure=False))
-    tracked = med(trainer_epochs(args.model, X, y, args.epochs, args.batch, device, measure=True))
-    per_measure = max(tracked - trainer, 0.0)
+    times = interleaved(args.model, X, y, args.epochs, args.batch, device)
+    plain, trainer, tracked = (statistics.median(times[k]) for k in ("plain", "trainer", "tracked"))
+    # the measurement's cost: median over rounds of (tracked - trainer), same round, same load
+    per_measure = max(statistics.median(a - b for a, b in zip(times["tracked"], times["trainer"])), 0.0)
     phd_points = len(log_spaced_epochs(350, 50))
     amortised = phd_points * per_measure / (350 * trainer)
     out = {

@@ -22,6 +22,8 @@ from ..collapse import CollapseStatistics
 __all__ = ["measure_features", "capture_input"]
 
 # report fields that describe the measurement rather than measure collapse (not logged)
+# rows per statistics update on cached features (few large GEMMs instead of one per batch)
+_STATS_ROWS = 1024
 _METADATA = frozenset({"num_classes", "num_samples", "dim", "rtol", "global_mean", "weights_centred", "classes", "counts"})
 
 
@@ -44,7 +46,7 @@ class capture_input:
         self.handle.remove()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def measure_features(
     model: nn.Module,
     classifier: nn.Module,
@@ -68,38 +70,59 @@ def measure_features(
     statistics built with those means and the classifier ``weights (P, d)``, ``bias (P,)``;
     a classifier with ``P != num_classes`` outputs (MSE targets of another width) gives the
     class-level metrics only (the classifier metrics are NaN).
-    The second pass reuses the first pass's features when they fit in ``cache_bytes``
-    (default 256 MiB), and otherwise runs the model again. ``reduce`` sums a float64 tensor
-    over processes (``None`` on one process); the statistics are all-reduced by their own
-    ``all_reduce``. Returns the scalar entries of ``CollapseReport.as_dict()`` (NaN where a
-    metric is unavailable, so every measured row has the same keys) and the sum of
-    ``scores(outputs, labels)`` (float64, e.g. loss sum, errors, count) over all batches.
+
+    Per-batch work is kept to the forward pass: features (for the statistics) and outputs (for
+    ``scores``) are gathered into chunks of at least ``_STATS_ROWS`` rows before they are
+    processed (a statistics update or a ``scores`` call has a fixed cost per call, so few
+    large chunks are cheaper than one per batch). When the features fit in ``cache_bytes``
+    (default 256 MiB) the model runs once: the chunks are kept for the second pass, which
+    holds ``Sigma_W`` only on the span of the class means (``covariance="span"``: the same
+    report, exactly, for ``B x d x C`` instead of ``B x d x d`` work). Otherwise the model
+    runs again for the second pass, which then keeps all of ``Sigma_W`` (recomputed features
+    may differ in the last bits under non-deterministic kernels).
+    ``reduce`` sums a float64 tensor over processes (``None`` on one process); the
+    statistics are all-reduced by their own ``all_reduce``. Returns the scalar entries of
+    ``CollapseReport.as_dict()`` (NaN where a metric is unavailable, so every measured row
+    has the same keys) and the sum of ``scores(outputs, labels)`` (float64, e.g. loss sum,
+    errors, count) over all batches.
     """
     was_training = model.training
     model.eval()
     dim, device = int(weights.shape[1]), weights.device
     first = CollapseStatistics(num_classes, dim=dim, covariance=False, device=device)
-    sums = torch.zeros((), dtype=torch.float64, device=device)  # broadcasts to the scores' shape
+    totals: list[torch.Tensor] = []
     chunks = list(indices.split(batch_size))
     cache: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if len(indices) * dim * weights.element_size() <= cache_bytes else None
+
+    def first_pass(h: torch.Tensor, y: torch.Tensor) -> None:
+        first.update(h, y)
+        if cache is not None:
+            cache.append((h, y))
+
+    features, outputs = _Chunks(first_pass), _Chunks(lambda out, y: totals.append(scores(out, y)))
     with capture_input(classifier) as box:
         for x, y in source.batches(chunks):
             x, y = prepare(x, y)
-            out = model(x)
-            first.update(box[0], y)
-            if cache is not None:
-                cache.append((box[0], y))
-            sums = sums + scores(out, y)
+            outputs.add(model(x), y)
+            features.add(box[0], y)
+        features.flush()
+        outputs.flush()
+        sums = torch.stack(totals).sum(0) if totals else torch.zeros((), dtype=torch.float64, device=device)  # an empty shard
         if reduce is not None:
             first.all_reduce()
             sums = reduce(sums)
         per_class = weights.shape[0] == num_classes
-        second = CollapseStatistics(num_classes, dim=dim, means=first.means(), weights=weights if per_class else None, bias=bias if per_class else None, device=device)
+        second = CollapseStatistics(
+            num_classes, dim=dim, means=first.means(), weights=weights if per_class else None, bias=bias if per_class else None,
+            covariance=True if cache is None else "span", device=device,
+        )
         if cache is None:
+            again = _Chunks(second.update)
             for x, y in source.batches(chunks):
                 x, y = prepare(x, y)
                 model(x)
-                second.update(box[0], y)
+                again.add(box[0], y)
+            again.flush()
         else:
             for h, y in cache:
                 second.update(h, y)
@@ -109,3 +132,25 @@ def measure_features(
     report = second.report().as_dict()
     scalars = {k: math.nan if v is None else float(v) for k, v in report.items() if k not in _METADATA and (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))}
     return scalars, sums
+
+
+class _Chunks:
+    """Collects ``(values, labels)`` batches and hands them to ``consume`` concatenated, in
+    chunks of at least ``_STATS_ROWS`` rows; :meth:`flush` hands over the rest."""
+
+    def __init__(self, consume: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+        self.consume = consume
+        self.parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.rows = 0
+
+    def add(self, values: torch.Tensor, labels: torch.Tensor) -> None:
+        self.parts.append((values, labels))
+        self.rows += int(labels.shape[0])
+        if self.rows >= _STATS_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            values, labels = zip(*self.parts)
+            self.parts, self.rows = [], 0
+            self.consume(torch.cat(values), torch.cat(labels))
