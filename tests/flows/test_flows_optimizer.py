@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from collapselab.core.cost import mean_l2
-from collapselab.core.errors import ParameterError, ShapeError
+from collapselab.core.errors import LabelError, ParameterError, ShapeError
 from collapselab.core.network import ReLUNet
 from collapselab.flows import AdaptedFlow, OutputMap, Status, adapted_step, choose_linalg, fit
 
@@ -117,7 +117,7 @@ def test_fit_errors():
         AdaptedFlow(nn.Sequential(nn.Linear(4, 3), nn.Tanh()).double(), X, targets, linalg="structured")
     with pytest.raises(ShapeError, match=r"targets must have one row per sample \(12\)"):
         AdaptedFlow(net, X, targets[:5])
-    with pytest.raises(ParameterError, match=r"labels must lie in \[0, 2\)"):
+    with pytest.raises(LabelError, match=r"labels must lie in \[0, 2\)"):
         AdaptedFlow(net, X, labels, Y=torch.eye(2, dtype=torch.float64))
     with pytest.raises(ParameterError, match="has no parameters"):
         AdaptedFlow(nn.ReLU(), X, targets)

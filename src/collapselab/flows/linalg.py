@@ -8,8 +8,8 @@ factorisation of ``G`` per evaluation serves them all.
   minimum-norm solution of the DAE ``G psi = P v``), and the orthogonal projector
   ``P = G G^+`` onto ``ran(D D^T) = ran(D)``. Rank-revealing and exact; ``O((QN)^3)``
   with a large constant. What the flows and the tests use.
-* :func:`cholesky_solve`: ``G^{-1} v`` by Cholesky, about 15x cheaper than ``eigh``;
-  reports failure instead of a rank.
+* :func:`cholesky_solve`: ``G^{-1} v`` by Cholesky (LAPACK through SciPy on the CPU), about
+  15x cheaper than ``eigh``; reports failure instead of a rank.
 * :func:`least_squares_solve`: a solution of ``G psi = P v`` and the rank from one
   Cholesky, or one pivoted Cholesky (LAPACK ``pstrf``) when ``G`` is singular; about
   15x cheaper than ``eigh`` on the CPU (``eigh`` elsewhere). The optimizer's solver.
@@ -95,12 +95,26 @@ def cholesky_solve(gram: Matrix, v: Vector, rtol: float | None = None) -> Vector
     pivot of ``L`` is below ``rtol * max`` squared pivot (default ``n * eps``); the
     squared pivot ratio bounds ``1 / cond(G)`` from above, so an accepted ``G`` has
     condition number at least that large and a declined one may be singular.
+    On the CPU the factorisation is LAPACK ``potrf``/``potrs`` through SciPy (OpenBLAS:
+    measured 1.7x faster than ``torch.linalg.cholesky`` for ``n = 1024``, one thread); on
+    other devices ``torch.linalg.cholesky_ex``.
     """
+    tol = default_rtol(gram.shape[0], gram.dtype) if rtol is None else rtol
+    if gram.device.type == "cpu" and gram.dtype in (torch.float32, torch.float64):
+        a = gram.detach().numpy()
+        potrf, potrs = get_lapack_funcs(("potrf", "potrs"), (a,))
+        factor, info = potrf(a.T, lower=True, clean=False)  # a.T: the same symmetric matrix, Fortran order
+        if info != 0:
+            return None
+        piv = np.diagonal(factor) ** 2
+        if not np.isfinite(piv).all() or piv.min() <= tol * piv.max():
+            return None
+        x, info = potrs(factor, v.detach().numpy(), lower=True)
+        return torch.from_numpy(x).to(v.dtype) if info == 0 else None
     chol, info = torch.linalg.cholesky_ex(gram)
     if int(info) != 0:
         return None
     piv = torch.diagonal(chol).square()
-    tol = default_rtol(gram.shape[0], gram.dtype) if rtol is None else rtol
     if not bool(torch.isfinite(piv).all()) or float(piv.min()) <= tol * float(piv.max()):
         return None
     return torch.cholesky_solve(v.unsqueeze(1), chol).squeeze(1)

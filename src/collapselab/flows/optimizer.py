@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.errors import ParameterError, ShapeError
+from ..core.errors import LabelError, ParameterError, ShapeError
 from ..core.network import hidden_layers, unflatten_params
 from ..core.types import Inputs, Matrix, Theta, Vector
 from ..core.validation import Interval, OneOf, check_finite, check_matrix, check_param
@@ -84,7 +84,7 @@ def stacked_targets(targets: torch.Tensor, num_samples: int, Y: torch.Tensor | N
             raise ShapeError(f"{where}: labels must have shape ({num_samples},), got {tuple(labels.shape)}")
         q = int(labels.max()) + 1 if Y is None else Y.shape[0]
         if int(labels.min()) < 0 or int(labels.max()) >= q:
-            raise ParameterError(f"{where}: labels must lie in [0, {q}), got range [{int(labels.min())}, {int(labels.max())}]; pass Y with one row per class")
+            raise LabelError(f"{where}: labels must lie in [0, {q}), got range [{int(labels.min())}, {int(labels.max())}]; pass Y with one row per class")
         Yt = torch.eye(q, dtype=dtype, device=device) if Y is None else check_matrix(Y, "Y", where, dtype=dtype, device=device)
         return Yt[labels].reshape(-1)
     t = check_matrix(targets, "targets", where, dtype=dtype, device=device)
@@ -217,11 +217,13 @@ class AdaptedFlow:
         self.h_max, self.h, self.min_step, self.tol = float(step), float(step), float(min_step), float(tol)
         self.cg_max_iter, self.cg_rtol, self.on_rank_loss = cg_max_iter, cg_rtol, on_rank_loss
         self.s, self.steps, self.rejected, self._last_rank = 0.0, 0, 0, self.full_rank
-        self._lin = _linearise(self.omap, self.theta, self.linalg)
+        # outputs at theta; the linearisation (Gram, pullback) is built when a step needs it,
+        # so a run that stops (converged, max steps) never pays for one it does not use
+        self._outputs, self._lin = self._outputs_at(self.theta), None
         n = self.omap.num_samples
-        self.recorder = TrajectoryRecorder(self._lin.outputs, self.y, n, record_outputs)
+        self.recorder = TrajectoryRecorder(self._outputs, self.y, n, record_outputs)
         self.max_steps = max_steps if max_steps is not None else self.predicted_steps(self.cost, tol, step) * 3 + 50
-        self.recorder.record(0.0, self._lin.outputs, self.cost)
+        self.recorder.record(0.0, self._outputs, self.cost)
 
     @staticmethod
     def predicted_steps(cost0: float, tol: float, h: float) -> int:
@@ -235,17 +237,20 @@ class AdaptedFlow:
     @property
     def cost(self) -> float:
         """``C`` at the current parameters."""
-        r = self._lin.outputs - self.y
-        return 0.5 * float(r.square().sum()) / self.omap.num_samples
+        return self._cost_of(self._outputs)
 
-    def _cost_at(self, theta: Theta) -> float:
+    def _outputs_at(self, theta: Theta) -> Vector:
         with torch.no_grad():
-            r = self.omap.outputs(theta) - self.y
-        c = 0.5 * float(r.square().sum()) / self.omap.num_samples
+            return self.omap.outputs(theta).detach()
+
+    def _cost_of(self, outputs: Vector) -> float:
+        c = 0.5 * float((outputs - self.y).square().sum()) / self.omap.num_samples
         return c if math.isfinite(c) else math.inf
 
     def step(self) -> tuple[Status, str] | None:
         """One accepted damped step; returns ``(status, detail)`` if the run must stop, else ``None``."""
+        if self._lin is None:
+            self._lin = _linearise(self.omap, self.theta, self.linalg)
         r = self._lin.outputs - self.y
         # plain Cholesky succeeds only on a Gram of full size QN: never when K < QN, and once the Gram
         # turned singular it stays so near the solution, so skip the (failing) attempt then
@@ -258,7 +263,8 @@ class AdaptedFlow:
         c = self.cost
         while True:
             trial = self.theta - self.h * d.direction
-            c_new = self._cost_at(trial)
+            out_new = self._outputs_at(trial)
+            c_new = self._cost_of(out_new)
             if c_new < c:
                 break
             self.h *= 0.5
@@ -269,8 +275,8 @@ class AdaptedFlow:
         self.s += self.h * self.omap.num_samples
         self.steps += 1
         self.h = min(self.h_max, 2.0 * self.h)
-        self._lin = _linearise(self.omap, self.theta, self.linalg)
-        self.recorder.record(self.s, self._lin.outputs, self.cost, rank=d.rank, epsilon=d.epsilon, defect=d.defect)
+        self._outputs, self._lin = out_new, None
+        self.recorder.record(self.s, self._outputs, self.cost, rank=d.rank, epsilon=d.epsilon, defect=d.defect)
         return None
 
     def run(self) -> Trajectory:
