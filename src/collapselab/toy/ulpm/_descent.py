@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchdiffeq import odeint
 
 from ...core.errors import DivergenceError
 from .._common import check_count, check_reduction, check_scalar, check_times, loss_scale, single_thread
@@ -152,6 +151,8 @@ def ulpm_flow(W0: torch.Tensor, H0: torch.Tensor, t: torch.Tensor, *, reduction:
         Wt, Ht = state
         G, _ = scaled_residual(Wt, Ht, Y, scale)
         return -(G @ Ht.T), -(Wt.T @ G)
+
+    from torchdiffeq import odeint  # imported here: it loads scipy.integrate (~0.3 s), which no other user of the package needs
 
     with torch.no_grad():
         Wt, Ht = odeint(field, (W, H), t, method=method, rtol=rtol, atol=atol)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import brentq, minimize
 
 from ...core.data import simplex_etf
 from ...core.errors import AssumptionError
@@ -98,6 +97,8 @@ def minimise_on_sphere(num_classes: int, per_class: int, dim: int, radius_sq: fl
     An independent check of Theorem 3.3: the gradient is the closed-form ULPM gradient
     projected on the sphere's tangent space, ``(R/|x|)(I - x x^T/|x|^2) grad L``. CPU, float64.
     """
+    from scipy import optimize  # imported on use: scipy.optimize costs ~0.3 s at import, for every user of collapselab.toy
+
     where = "minimise_on_sphere"
     K, n = _sizes(num_classes, per_class, where)
     check_reduction(reduction, where)
@@ -122,7 +123,7 @@ def minimise_on_sphere(num_classes: int, per_class: int, dim: int, radius_sq: fl
     rng = np.random.default_rng(seed)
     values, best, ok = [], None, []
     for _ in range(starts):
-        res = minimize(objective, rng.standard_normal(sum(sizes)), jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-13, "ftol": 1e-16, "maxcor": 30})
+        res = optimize.minimize(objective, rng.standard_normal(sum(sizes)), jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-13, "ftol": 1e-16, "maxcor": 30})
         values.append(float(res.fun))
         ok.append(bool(res.success))
         if best is None or res.fun < best.fun:
@@ -240,6 +241,8 @@ def example31_escape_threshold(c: float) -> float | None:
     estimate is ``beta* ~ -e^{-2c^2}`` (their ratio tends to 1 as ``c`` grows). Found by
     scanning a log grid of ``beta`` and refining the first sign change with Brent's method.
     """
+    from scipy import optimize  # imported on use (see minimise_on_sphere)
+
     c = check_scalar("c", c, "example31_escape_threshold", low=0.0, closed="neither")
     grid = -np.logspace(-150, math.log10(1.0 / math.sqrt(2.0)) - 1e-12, 3001)
     gains = np.array([example31_escape_gain(c, float(b)) for b in grid])
@@ -249,4 +252,4 @@ def example31_escape_threshold(c: float) -> float | None:
     i = int(neg[0])
     if i == 0:
         return float(grid[0])
-    return float(brentq(lambda b: example31_escape_gain(c, b), grid[i], grid[i - 1], xtol=1e-300, rtol=1e-14))
+    return float(optimize.brentq(lambda b: example31_escape_gain(c, b), grid[i], grid[i - 1], xtol=1e-300, rtol=1e-14))
