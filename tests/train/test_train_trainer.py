@@ -183,3 +183,23 @@ def test_generic_dataset_trains_like_tensors(data):
     tensors = Trainer(linear(), (data.X, data.labels), cfg).fit()
     generic = Trainer(linear(), Pairs(data), cfg, num_classes=3).fit()
     assert [r.row() for r in generic] == [r.row() for r in tensors]
+
+
+def test_test_labels_are_range_checked_and_may_miss_classes(data):
+    cfg = TrainConfig(epochs=1, batch_size=None, nc_points=1)
+    wrong = data.labels.clone()
+    wrong[4] = 3
+    with pytest.raises(LabelError, match=r"Trainer \(test set\): labels must lie in \[0, 3\) like the training labels, found 3; relabel"):
+        Trainer(linear(), (data.X, data.labels), cfg, test=(data.X, wrong))
+    with pytest.raises(LabelError, match=r"Trainer \(test set\): labels must lie in \[0, 3\) like the training labels, found -4"):
+        Trainer(linear(), (data.X, data.labels), cfg, test=(data.X, wrong - 4))
+    # a generic data set is checked as its batches are read (at the first test pass)
+    with pytest.raises(LabelError, match=r"Trainer \(test set\): labels must lie in \[0, 3\) like the training labels, found 3"):
+        Trainer(linear(), (data.X, data.labels), cfg, test=Pairs(data.__class__(data.X, wrong, data.Y))).fit()
+    # a test set without class 2 is fine; its loss is the mean cross-entropy of its samples
+    keep = data.labels < 2
+    model = linear()
+    rec = Trainer(model, (data.X, data.labels), cfg, test=(data.X[keep], data.labels[keep])).fit()[0]
+    with torch.no_grad():  # the test pass runs after the epoch's update
+        expected = float(torch.nn.functional.cross_entropy(model(data.X[keep]), data.labels[keep]))
+    assert math.isclose(rec.metrics["test_loss"], expected, rel_tol=1e-12)

@@ -11,6 +11,7 @@ from ._errors import cli_errors
 from ._experiments import list_experiments, reproduce, report, run
 from .construct import construct
 from .metrics import metrics
+from .train import train
 
 __all__ = ["app", "main"]
 
@@ -27,6 +28,7 @@ app.command("reproduce")(cli_errors(reproduce))
 app.command("report")(cli_errors(report))
 app.command("metrics")(cli_errors(metrics))
 app.command("construct")(cli_errors(construct))
+app.command("train")(cli_errors(train))
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ import logging
 import math
 import pkgutil
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,13 @@ __all__ = [
     "RunContext",
     "RunResult",
     "experiments",
+    "folder_logging",
     "get_experiment",
     "parse_overrides",
+    "resolve_device",
     "run_experiment",
     "seed_everything",
+    "torch_threads",
 ]
 
 log = logging.getLogger("collapselab.experiments")
@@ -229,11 +233,43 @@ def resolve_config(exp: Experiment, overrides: Mapping[str, Any], quick: bool) -
         raise ConfigError(f"{exp.name}: invalid value for {loc!r}: {err['msg']} (got {err.get('input')!r})") from None
 
 
-def _device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device named by ``--device`` (default CPU); CUDA must be available."""
     dev = torch.device(device or "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("--device cuda was asked for but torch.cuda.is_available() is False on this machine")
     return dev
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Inside: torch uses ``threads`` CPU threads (None: unchanged); restored on exit."""
+    if threads is not None and threads < 1:
+        raise ParameterError(f"threads must be >= 1, got {threads}")
+    old = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextmanager
+def folder_logging(folder: RunFolder) -> Iterator[None]:
+    """Inside: the ``collapselab`` loggers' records (INFO and up) are appended to the folder's log.txt."""
+    handler = logging.FileHandler(folder.log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("collapselab")
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
 
 
 def run_experiment(
@@ -253,7 +289,7 @@ def run_experiment(
     keeps the current setting. Results are bit-reproducible for a fixed thread count.
     """
     exp = get_experiment(name)
-    dev = _device(device)
+    dev = resolve_device(device)
     if threads is not None and threads < 1:
         raise ParameterError(f"run_experiment: threads must be >= 1, got {threads}")
     if resume is not None:
@@ -270,22 +306,8 @@ def run_experiment(
         config = resolve_config(exp, overrides or {}, quick)
         folder = RunFolder.create(Path(out), exp.name, config.model_dump(), extra={"quick": quick, "device": str(dev), "seed": config.seed, "threads": threads or torch.get_num_threads()})
         checkpoint = None
-    handler = logging.FileHandler(folder.log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("collapselab")
-    root.addHandler(handler)
-    old_level = root.level
-    root.setLevel(logging.INFO)
-    old_threads = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
+    with folder_logging(folder), torch_threads(threads):
         ctx = RunContext(exp, config, folder, dev, quick, checkpoint, show_progress)
         log.info("running %s into %s (quick=%s, device=%s, threads=%d)", exp.name, folder.path, quick, dev, torch.get_num_threads())
         exp.run(ctx)
-    finally:
-        torch.set_num_threads(old_threads)
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        handler.close()
     return RunResult(exp.name, folder.path, folder.claims)

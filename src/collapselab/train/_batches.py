@@ -5,7 +5,10 @@ saved in every checkpoint, so a resumed run draws exactly the permutations the u
 run would have drawn (the "sampler position" is the epoch boundary: checkpoints are written
 between epochs). Every rank draws the same permutation; global batch ``k`` is
 ``perm[k B : (k+1) B]`` and rank ``r`` of ``R`` takes its entries ``r, r + R, ...``, so the
-union over ranks of one step's samples is the single-process batch.
+union over ranks of one step's samples is the single-process batch. A last batch smaller
+than ``R`` leaves ranks ``size, ..., R - 1`` with an empty share: they still run the step on
+an empty batch (zero loss, zero gradient), so every rank joins the same collectives and the
+averaged update is the single-process one.
 
 Tensor data sets (a pair ``(X, labels)`` or a ``TensorDataset``) are indexed directly (no
 DataLoader, no per-sample Python calls); any other ``Dataset`` yielding ``(input, label)``
@@ -18,12 +21,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from ..core.data import as_label_tensor
-from ..core.errors import ParameterError, ShapeError
+from ..core.errors import LabelError, ParameterError, ShapeError
 
 __all__ = ["EpochBatches", "as_source", "rank_shard"]
+
+
+def _check_range(labels: torch.Tensor, num_classes: int, where: str) -> None:
+    """Refuse labels outside ``[0, num_classes)`` (a test set's labels must be training classes)."""
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise LabelError(f"{where}: labels must lie in [0, {num_classes}) like the training labels, found {lo if lo < 0 else hi}; relabel it with the training classes")
 
 
 class _TensorSource:
@@ -36,7 +48,11 @@ class _TensorSource:
         labels = as_label_tensor(labels, where)
         if X.shape[0] != labels.shape[0]:
             raise ShapeError(f"{where}: inputs have {X.shape[0]} rows but labels has shape {tuple(labels.shape)}; pass one label per input row")
-        self.X, self.labels = X, labels
+        self.X, self.labels, self.where = X, labels, where
+
+    def check_labels(self, num_classes: int) -> None:
+        """Refuse labels outside ``[0, num_classes)`` (all at once)."""
+        _check_range(self.labels, num_classes, self.where)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -47,18 +63,36 @@ class _TensorSource:
 
 
 class _DatasetSource:
-    """Any map-style ``Dataset`` yielding ``(input, label)``, read through a DataLoader."""
+    """Any map-style ``Dataset`` yielding ``(input, label)``, read through a DataLoader.
 
-    def __init__(self, dataset: Dataset, num_workers: int) -> None:
-        self.dataset, self.num_workers = dataset, num_workers
+    Labels are range-checked batch by batch once :meth:`check_labels` has set the class count
+    (the items are only seen when read). An empty index batch (an empty DDP share) yields
+    empty tensors shaped like the items (collating nothing is an error in PyTorch).
+    """
+
+    def __init__(self, dataset: Dataset, num_workers: int, where: str) -> None:
+        self.dataset, self.num_workers, self.where = dataset, num_workers, where
+        self.num_classes: int | None = None
+
+    def check_labels(self, num_classes: int) -> None:
+        """Check every batch read from now on against ``[0, num_classes)``."""
+        self.num_classes = int(num_classes)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = default_collate([self.dataset[0]])
+        return x[:0], y[:0]
+
     def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in index_batches], num_workers=self.num_workers)
-        for x, y in loader:
-            yield x, torch.as_tensor(y).to(torch.int64)
+        loader = iter(DataLoader(self.dataset, batch_sampler=[b.tolist() for b in index_batches if b.numel()], num_workers=self.num_workers))
+        for b in index_batches:
+            x, y = next(loader) if b.numel() else self._empty()
+            y = torch.as_tensor(y).to(torch.int64)
+            if self.num_classes is not None:
+                _check_range(y, self.num_classes, self.where)
+            yield x, y
 
 
 def rank_shard(num_samples: int, rank: int, world: int) -> torch.Tensor:
@@ -74,7 +108,7 @@ def as_source(data: Any, where: str, num_workers: int = 0) -> _TensorSource | _D
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         return _TensorSource(data.tensors[0], data.tensors[1], where)
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
-        return _DatasetSource(data, num_workers)
+        return _DatasetSource(data, num_workers, where)
     raise ParameterError(f"{where}: data must be (X, labels) tensors or a sized torch Dataset yielding (input, label), got {type(data).__name__}")
 
 

@@ -48,22 +48,30 @@ class Checkpoint:
 
 
 class TensorBoardLogger:
-    """The same scalars as the metrics row, to TensorBoard (needs the optional ``tensorboard``
-    package; raises :class:`ParameterError` naming it when missing)."""
+    """The same scalars as the metrics row, to TensorBoard event files in ``logdir``.
+
+    Needs the optional ``tensorboard`` package: constructing the logger raises
+    :class:`ParameterError` naming it when missing. The writer (and ``logdir``) is created at
+    the first epoch, so a run that fails before training leaves no files behind.
+    """
 
     def __init__(self, logdir: Path | str, prefix: str = "") -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
             raise ParameterError(f"TensorBoardLogger: tensorboard is not importable ({exc}); pip install tensorboard or drop the logger") from None
-        self.writer = SummaryWriter(str(logdir))
+        self._make_writer = lambda: SummaryWriter(str(logdir))
+        self.writer: Any = None
         self.prefix = prefix
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        if self.writer is None:
+            self.writer = self._make_writer()
         for key, value in record.row().items():
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(self.prefix + key, value, record.epoch)
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()

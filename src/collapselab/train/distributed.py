@@ -13,6 +13,10 @@ Example (``train_ddp.py``, run with ``torchrun --nproc_per_node=2 train_ddp.py``
     model = MLP([784, 256, 10]).to(device)
     Trainer(model, (X, labels), TrainConfig(epochs=10)).fit()
     shutdown_distributed()
+
+The command line does the same: ``torchrun --nproc_per_node=2 $(which collapselab) train digits
+--epochs 10 --threads 1``. ``Trainer(..., sync_batchnorm=True)`` makes batch-norm statistics
+global (``nn.SyncBatchNorm``), which torch supports on CUDA ranks only.
 """
 
 from __future__ import annotations

@@ -69,11 +69,10 @@ class Series:
         records: Iterator[EpochRecord] = trainer.iterate()
         total = trainer.config.epochs - trainer.epoch
         bar = self.progress(records, total=total, desc=name) if self.progress is not None else records
+        post: dict[str, str] = {}
         for rec in bar:
             if hasattr(bar, "set_postfix"):
-                post = {"loss": f"{rec.train_loss:.3g}", "err": f"{rec.train_error:.3f}"}
-                if "nc1" in rec.metrics:
-                    post["nc1"] = f"{rec.metrics['nc1']:.3g}"
+                post.update(rec.postfix())  # keeps the latest measured NC1 on screen
                 bar.set_postfix(**post)
         summary = summarise(trainer, self.rows)
         self.done[name] = summary

@@ -10,7 +10,8 @@ statistics all-reduced across processes). Each epoch yields an :class:`EpochReco
 Loss per step (both losses, one formula, exact under DDP): with global batch ``B`` split over
 ``R`` processes, process ``r`` back-propagates ``(R/B) sum_{i in its share} l_i``; DDP averages
 gradients over processes, so the update uses ``(1/B) sum_{i in batch} l_i``, the single-process
-mean loss, whatever the shares' sizes.
+mean loss, whatever the shares' sizes (a rank whose share of a short last batch is empty
+back-propagates a zero loss, so that it joins the gradient all-reduce).
 
 Training error (and so the terminal phase, "the first epoch of zero training error", PHD 2020)
 is counted on the fly during the epoch's training pass, in train mode; the measurement pass
@@ -23,7 +24,12 @@ trainer built the same way continues bit-identically on the same machine.
 Data parallel: build the trainer inside an initialised ``torch.distributed`` process group
 (e.g. under ``torchrun``, see :func:`.distributed.init_distributed`); the model is wrapped in
 ``DistributedDataParallel``, every rank sees its share of each global batch, and loss, error
-and NC statistics are summed over ranks. Batch-norm statistics stay per rank (standard DDP).
+and NC statistics are summed over ranks. Batch-norm statistics stay per rank (standard DDP)
+unless ``sync_batchnorm=True`` converts the BN layers to ``nn.SyncBatchNorm``, whose batch
+statistics are those of the global batch, so that a multi-process run equals one process on
+the same global batches. torch 2.13 implements SyncBatchNorm for GPUs only: DDP refuses it on
+CPU modules ("SyncBatchNorm layers only work with GPU modules") and its forward refuses CPU
+tensors, so ``sync_batchnorm`` on CPU ranks raises :class:`ParameterError`.
 """
 
 from __future__ import annotations
@@ -75,6 +81,13 @@ class EpochRecord:
         """Flat metrics.csv row: epoch, lr, train_loss, train_error, terminal_epoch, metrics."""
         return {"epoch": self.epoch, "lr": self.lr, "train_loss": self.train_loss, "train_error": self.train_error, "terminal_epoch": "" if self.terminal_epoch is None else self.terminal_epoch, **self.metrics}
 
+    def postfix(self) -> dict[str, str]:
+        """Short progress-bar values: ``loss``, ``err`` (training error) and ``nc1`` (measured epochs only)."""
+        post = {"loss": f"{self.train_loss:.3g}", "err": f"{self.train_error:.3f}"}
+        if "nc1" in self.metrics:
+            post["nc1"] = f"{self.metrics['nc1']:.3g}"
+        return post
+
 
 class Callback(Protocol):
     """Called on the main process after every epoch (after the record is complete)."""
@@ -112,7 +125,11 @@ class Trainer:
     width ``P != C``). epoch_metrics: ``f(model) -> {name: value}`` evaluated after
     every epoch (e.g. the seed-002 rho). callbacks: see :class:`Callback`.
     measure_batch_size: batch size of measurement passes (default: the training batch size).
-    The test set, if given, is evaluated (loss, error) at the epochs where NC is measured.
+    sync_batchnorm: under DDP, convert the model's BatchNorm layers (in place) to
+    ``nn.SyncBatchNorm`` (global batch statistics; CUDA only, see the module docstring); no
+    effect on one process, where the local batch is the global one.
+    The test set, if given, is evaluated (loss, error) at the epochs where NC is measured; its
+    labels must lie in ``[0, C)`` (tensor data are checked here, other data sets per batch).
     """
 
     def __init__(
@@ -129,6 +146,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         measure_batch_size: int | None = None,
         num_workers: int = 0,
+        sync_batchnorm: bool = False,
     ) -> None:
         where = "Trainer"
         self.config = config
@@ -139,9 +157,12 @@ class Trainer:
             raise ParameterError(f"{where}: the model has no parameters to train") from None
         self.device, self.dtype = p0.device, p0.dtype
         self.source = as_source(train, where, num_workers)
-        self.test_source = None if test is None else as_source(test, f"{where} (test)", num_workers)
+        self.test_source = None if test is None else as_source(test, f"{where} (test set)", num_workers)
         self.num_classes = self._num_classes(num_classes, where)
         C = self.num_classes
+        for source in (self.source, self.test_source):
+            if source is not None:
+                source.check_labels(C)
         if config.loss == "mse":
             T = torch.eye(C) if targets is None else torch.as_tensor(targets)
             if T.ndim != 2 or T.shape[0] != C:
@@ -162,6 +183,8 @@ class Trainer:
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
+            if sync_batchnorm:
+                self.module = model = self._sync_batchnorm(model, where)
             self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.batches = EpochBatches(len(self.source), config.batch_size, seed=config.seed, shuffle=config.shuffle, rank=self.rank, world=self.world)
         if measure_batch_size is not None:
@@ -187,6 +210,15 @@ class Trainer:
         if self.source.X.is_floating_point():
             check_finite(self.source.X, "training inputs", where)
         return check_labels(labels, None, where, num_classes)[1]
+
+    def _sync_batchnorm(self, model: nn.Module, where: str) -> nn.Module:
+        """``model`` with its BatchNorm layers converted to ``nn.SyncBatchNorm`` (CUDA only)."""
+        if self.device.type == "cpu":
+            raise ParameterError(
+                f"{where}: sync_batchnorm needs GPU ranks: torch {torch.__version__} implements SyncBatchNorm for CUDA only "
+                "(DDP: 'SyncBatchNorm layers only work with GPU modules'); train on CUDA devices or drop sync_batchnorm"
+            )
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
     @property
     def is_main(self) -> bool:
