@@ -51,6 +51,7 @@ def test_run_folder_metrics_and_json(npz, tmp_path):
     summary = json.loads(invoke(npz, *TINY, "--out", tmp_path / "j", "--json").stdout)  # stdout is exactly one JSON object
     folder = only_folder(tmp_path)
     assert {"config.json", "metrics.csv", "checkpoint.pt", "log.txt"} <= {p.name for p in folder.iterdir()}
+    assert (folder / "figures" / "collapse.png").stat().st_size > 0  # NC metrics against epochs
     doc = json.loads((folder / "config.json").read_text())
     assert doc["experiment"] == "train" and doc["config"]["lr"] == 0.1 and doc["config"]["hidden"] == [8] and doc["config"]["batch_norm"] is False
     assert "torch" in doc["versions"] and doc["threads"] == 1

@@ -240,4 +240,24 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
         for record in bar:
             post.update(record.postfix())  # nc1 stays the latest measured value
             bar.set_postfix(**post)
+        _save_figure(folder, f"{opts['model']} on {opts['data']}")
         return _summary(folder.path)
+
+
+def _save_figure(folder: RunFolder, title: str) -> None:
+    """``figures/collapse.png``: the NC metrics of the measured epochs against epochs
+    (:func:`collapselab.collapse.plots.plot_metrics`); nothing when no epoch was measured."""
+    rows = [{k: _number(v) for k, v in row.items()} for row in read_metrics(folder.path)]
+    measured = [row for row in rows if row.get("nc1") is not None]
+    if not measured:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..collapse.plots import plot_metrics
+
+    fig = plot_metrics([row["epoch"] for row in measured], measured, title=title)
+    fig.savefig(folder.figures / "collapse.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
