@@ -8,18 +8,26 @@ method starts from the same parameters and is timed to C <= 1e-10 (or its time c
 single-threaded. Each method first runs one short warm-up on the same problem, so
 one-time library initialisation (LAPACK, torch.func) is excluded for all alike, and
 every method that finishes within 5 s is run ``--repeats`` times (default 3), its
-fastest run counting (timeit's rule; the machine may be shared).
+fastest run counting (timeit's rule; the machine may be shared). One core for every method:
+before numpy, torch or jax load, BLAS and XLA are made single-threaded (OMP/MKL/OPENBLAS
+threads, ``--xla_cpu_multi_thread_eigen=false``) and the process is pinned to one core (the
+lowest allowed, or ``--cpu``), since XLA's CPU runtime otherwise runs independent operations
+concurrently on a pool sized by the allowed cores.
 
 Methods: ours (structured Gram; and dense Jacobian for reference), plain gradient
 descent (step N / lambda_max(D D^T) at the start), Adam (lr 1e-3), scipy
-``least_squares`` (trf + lsmr, dense Jacobian from torch.func), and
-torch-levenberg-marquardt (if installed; its default QR solve and its Cholesky solve).
+``least_squares`` (trf + lsmr, dense Jacobian from torch.func), torch-levenberg-marquardt
+(its default QR solve and its Cholesky solve), and jaxopt's GaussNewton and LevenbergMarquardt
+at their defaults (``benchmarks/jaxopt_baseline.py``: the net converted to a jax residual,
+init_state and update compiled ahead of time, called from Python with the cap checked after
+every step; its own script studies jaxopt's other settings and drivers). The last two need
+``pip install '.[bench]'`` and are reported as skipped without it.
 
 ``--scaling`` times one step of ours as N and the width grow (N in {1024, 4096}, width in
 {256, 1024}; QN up to 16384, K up to about 1.07 M) and reports the peak resident memory
 against the dense Jacobian's size. ``--json`` prints one JSON object on stdout.
 
-    python benchmarks/adapted_flow.py [--json] [--cap SECONDS] [--scaling]
+    python benchmarks/adapted_flow.py [--json] [--cap SECONDS] [--scaling] [--cpu CORE]
 """
 
 from __future__ import annotations
@@ -28,14 +36,33 @@ import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # single-threaded BLAS/LAPACK for numpy/scipy too (before they load)
+if "--xla_cpu_multi_thread_eigen=false" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+
+ALLOWED_CPUS = sorted(os.sched_getaffinity(0))  # before pinning
+
+
+def pin_process(cpu: int) -> int:
+    """Pin every thread of this process to core ``cpu`` (threads started later inherit it)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except ProcessLookupError:  # the thread has ended
+            pass
+    return cpu
+
+
+CPU = pin_process(ALLOWED_CPUS[0])  # at start-up, before any library starts a thread pool; --cpu moves it
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -129,11 +156,9 @@ def run_scipy(X, Y, net, cap: float) -> dict:
     return _result("scipy least_squares (trf + lsmr)", time.perf_counter() - t0, state["evals"], state["cost"], "dense Jacobian by torch.func")
 
 
-def run_torch_lm(X, Y, net, cap: float, solve_method: str = "qr") -> dict | None:
-    try:
-        from torch_levenberg_marquardt.training import LevenbergMarquardtModule
-    except ImportError:
-        return None
+def run_torch_lm(X, Y, net, cap: float, solve_method: str = "qr") -> dict:
+    from torch_levenberg_marquardt.training import LevenbergMarquardtModule
+
     lm = LevenbergMarquardtModule(net, solve_method=solve_method)  # MSE residuals, standard damping, learning rate 1
     t0 = time.perf_counter()
     steps, c = 0, cost(net, X, Y)
@@ -148,6 +173,30 @@ def run_torch_lm(X, Y, net, cap: float, solve_method: str = "qr") -> dict | None
     return row
 
 
+def jaxopt_baselines(X, Y, net) -> dict[str, Callable]:
+    """``{row name: run(X, Y, net, cap)}`` for jaxopt's GaussNewton and LevenbergMarquardt at their defaults.
+
+    Builds the jax residual of ``net`` on ``(X, Y)`` and compiles each solver ahead of time
+    here, outside every timing; a run starts from ``net``'s current parameters.
+    """
+    import jaxopt_baseline as jb
+
+    prob = jb.Problem(X, Y, net, cost(net, X, Y))
+    out = {}
+    for name, (make, _) in jb.settings(prob.r, slow=False).items():
+        compiled = jb.Compiled.of(make(), prob)
+
+        label, setting = name.removesuffix(")").split(" (")  # "GaussNewton (defaults: CG)"
+
+        def run(X, Y, net, cap: float, label: str = f"jaxopt {label}", note: str = setting, compiled: jb.Compiled = compiled) -> dict:
+            theta0 = prob.theta(net)
+            seconds, steps, final = compiled.run(theta0, TARGET, cap)
+            return _result(label, seconds, steps, final, f"{note}; init_state + update compiled ahead ({compiled.compile_seconds:.1f} s apart)")
+
+        out[f"jaxopt {label}"] = run
+    return out
+
+
 BASELINES: dict[str, Callable] = {
     "plain GD": run_gd,
     "Adam": run_adam,
@@ -155,6 +204,22 @@ BASELINES: dict[str, Callable] = {
     "torch-LM": run_torch_lm,
     "torch-LM cholesky": lambda X, Y, net, cap: run_torch_lm(X, Y, net, cap, "cholesky"),
 }
+OPTIONAL = {"torch-LM": ["torch_levenberg_marquardt"], "torch-LM cholesky": ["torch_levenberg_marquardt"]}  # import names
+SKIPPED_HINT = "skipped (pip install '.[bench]')"
+
+
+def _missing(modules: list[str]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("torch", "numpy", "scipy", "torch-levenberg-marquardt", "jax", "jaxlib", "jaxopt"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def main_comparison(cap: float, caps: dict[str, float], repeats: int) -> dict:
@@ -165,26 +230,32 @@ def main_comparison(cap: float, caps: dict[str, float], repeats: int) -> dict:
         net.load_state_dict(init)
         return net
 
-    # warm-up: one short run of every method (first LAPACK / torch.func calls are slow once)
+    skipped = {name: f"{', '.join(missing)} not installed: {SKIPPED_HINT}" for name, mods in OPTIONAL.items() if (missing := _missing(mods))}
+    baselines = {name: fn for name, fn in BASELINES.items() if name not in skipped}
+    if missing := _missing(["jax", "jaxopt"]):
+        for name in ("jaxopt GaussNewton", "jaxopt LevenbergMarquardt"):
+            skipped[name] = f"{', '.join(missing)} not installed: {SKIPPED_HINT}"
+    else:
+        baselines.update(jaxopt_baselines(X, Y, fresh()))  # compiles jaxopt's solvers (not timed)
+
+    # warm-up: one short run of every method (first LAPACK / torch.func / XLA calls are slow once)
     AdaptedFlow(fresh(), X, Y, max_steps=1).run()
     AdaptedFlow(fresh(), X, Y, max_steps=1, linalg="dense").run()
-    for fn in BASELINES.values():
+    for fn in baselines.values():
         fn(X, Y, fresh(), 0.05)
-    def best(fn: Callable[[], dict | None]) -> dict | None:
+    def best(fn: Callable[[], dict]) -> dict:
         """Fastest of ``repeats`` runs for methods that finish within 5 s (noise on a shared machine)."""
         row = fn()
         for _ in range(repeats - 1):
-            if row is None or row["seconds"] > 5.0:
+            if row["seconds"] > 5.0:
                 break
             again = fn()
             row = again if again["seconds"] < row["seconds"] else row
         return row
 
     rows = [best(lambda: run_ours(X, Y, fresh(), cap)), best(lambda: run_ours(X, Y, fresh(), cap, "dense"))]
-    for name, fn in BASELINES.items():
-        row = best(lambda: fn(X, Y, fresh(), caps.get(name, cap)))
-        if row is not None:
-            rows.append(row)
+    for name, fn in baselines.items():
+        rows.append(best(lambda: fn(X, Y, fresh(), caps.get(name, cap))))
     ours = rows[0]["seconds"]
     baselines = rows[2:]
     for r in rows:
@@ -194,9 +265,10 @@ def main_comparison(cap: float, caps: dict[str, float], repeats: int) -> dict:
     default = [r for r in reached if not r.get("tuned")]
     fastest_default = min(default, key=lambda r: r["seconds"]) if default else None
     return {
-        "problem": "M=16, Q=4, N=256, net 16-64-64-4 ReLU, float64, C=(1/2N)|f-Y|^2 <= 1e-10, 1 thread",
+        "problem": "M=16, Q=4, N=256, net 16-64-64-4 ReLU, float64, C=(1/2N)|f-Y|^2 <= 1e-10, 1 thread, 1 core",
         "initial_cost": cost(fresh(), X, Y),
         "rows": rows,
+        "skipped": skipped,
         "fastest_baseline": fastest["method"] if fastest else None,
         "speedup_vs_fastest_baseline": (fastest["seconds"] / ours) if fastest else None,
         "fastest_default_baseline": fastest_default["method"] if fastest_default else None,
@@ -227,19 +299,24 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=40.0, help="time cap per baseline in seconds (GD and Adam: half)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method that finishes within 5 s; the fastest counts")
     parser.add_argument("--scaling", action="store_true", help="also time one step for N in {1024, 4096} x width in {256, 1024} (slow)")
+    parser.add_argument("--cpu", type=int, default=CPU, help="the one core every method runs on (default: the lowest allowed)")
     args = parser.parse_args()
+    cpu = pin_process(args.cpu)
     torch.set_num_threads(1)
     caps = {"plain GD": args.cap / 2, "Adam": args.cap / 2}
-    report = main_comparison(args.cap, caps, args.repeats)
+    report = {"cpu": cpu, "allowed_cpus": ALLOWED_CPUS, "versions": versions(), **main_comparison(args.cap, caps, args.repeats)}
     if args.scaling:
         report["scaling"] = scaling()
     if args.json:
         print(json.dumps(report, indent=1))
         return
     print(report["problem"], f"; C(0) = {report['initial_cost']:.4f}")
+    print(f"every method on core {cpu} (allowed: {ALLOWED_CPUS});", ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     print(f"{'method':38s} {'time [s]':>9s} {'steps':>7s} {'final C':>10s} {'reached':>8s} {'x ours':>7s}")
     for r in report["rows"]:
         print(f"{r['method']:38s} {r['seconds']:9.3f} {r['steps']:7d} {r['final_cost']:10.2e} {str(r['reached']):>8s} {r['ratio_to_ours']:7.1f}")
+    for name, why in report["skipped"].items():
+        print(f"{name:38s} {why}")
     if report["fastest_default_baseline"]:
         print(f"speed-up vs the fastest baseline at its defaults that reached 1e-10 ({report['fastest_default_baseline']}): {report['speedup_vs_fastest_default_baseline']:.1f}x")
     if report["fastest_baseline"]:
