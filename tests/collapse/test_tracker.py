@@ -54,6 +54,28 @@ def test_measure_several_layers_in_one_pass():
     close(reps["4"], collapse_report(f4, y, model[4].weight.detach(), model[4].bias.detach()))
 
 
+@pytest.mark.parametrize("cache_bytes,passes", [(2**28, 1), (0, 2), (300 * 8 * 4 - 1, 2)])
+def test_measure_runs_the_model_once_when_the_features_fit(cache_bytes, passes):
+    model, loader, X, y = setup(seed=2)
+    calls = []
+    model[0].register_forward_hook(lambda *_: calls.append(1))
+    rep = measure(model, loader, 4, cache_bytes=cache_bytes)  # the last budget misses by one byte
+    assert len(calls) == passes * len(loader)
+    with torch.no_grad():
+        feats = model[:4](X)
+    close(rep, collapse_report(feats, y, model[4].weight.detach(), model[4].bias.detach()))
+
+
+def test_measure_replays_a_one_shot_iterable():
+    model, loader, X, y = setup(seed=3)
+    rep = measure(model, iter(list(loader)), 4)  # a second pass over an iterator would see nothing
+    with torch.no_grad():
+        feats = model[:4](X)
+    close(rep, collapse_report(feats, y, model[4].weight.detach(), model[4].bias.detach()))
+    with pytest.raises(ParameterError, match="cache_bytes must be"):
+        measure(model, loader, 4, cache_bytes=-1)
+
+
 class SmallCNN(nn.Module):
     def __init__(self, C):
         super().__init__()

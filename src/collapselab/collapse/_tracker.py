@@ -111,6 +111,8 @@ class CollapseTracker:
                 device=None if ref is not None else (W.device if W is not None else None),
             )
         self._labels: torch.Tensor | None = None
+        self._cache: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None  # see _keep_features
+        self._cache_room = 0
         self._handles = [mod.register_forward_hook(self._hook(name)) for name, mod in self._modules.items()]
 
     @property
@@ -138,8 +140,19 @@ class CollapseTracker:
                 feats = feats.flatten(2).mean(2) if self.pool == "avg" else feats.flatten(1)
             W, b = self._classifier_of(name)
             self.statistics[name].update(feats, self._labels, weights=W, bias=b)
+            if self._cache is not None:
+                self._cache_room -= feats.numel() * feats.element_size()
+                if self._cache_room < 0:
+                    self._cache = None  # over budget: the caller runs the model again
+                else:  # copies: the model may later modify its tensors in place
+                    self._cache[name].append((feats.clone(), self._labels.clone()))
 
         return hook
+
+    def _keep_features(self, max_bytes: int) -> None:
+        """Keep a copy of every recorded batch of features (and labels) while they total at
+        most ``max_bytes``; :func:`measure` replays them for its second pass."""
+        self._cache, self._cache_room = {name: [] for name in self._modules}, int(max_bytes)
 
     @contextmanager
     def labels(self, labels: Any) -> Iterator["CollapseTracker"]:
@@ -215,18 +228,25 @@ def measure(
     capture: str = "input",
     pool: str = "flatten",
     classes: Any | None = None,
+    cache_bytes: int = 2**28,
     **options: Any,
 ) -> CollapseReport | dict[str, CollapseReport]:
     """Exact two-pass neural-collapse measurement of ``model`` on every batch of ``loader``.
 
     Pass 1 gathers class means (counts and sums only); pass 2 accumulates statistics shifted by
-    those means together with NC4, accuracies and margins, so nothing cancels. The model runs
-    in ``eval()`` mode under ``torch.no_grad()`` and its mode is restored. Batches are
+    those means together with NC4, accuracies and margins, so nothing cancels. When the
+    features of all tracked modules fit in ``cache_bytes`` (default 256 MiB) the model runs
+    once: pass 2 replays the features kept from pass 1 and holds ``Sigma_W`` only on the span
+    of the class means (``covariance="span"``: the same report, for ``B x d x C`` instead of
+    ``B x d x d`` work); otherwise it runs the model again and keeps all of ``Sigma_W``
+    (recomputed features may differ in the last bits). ``cache_bytes=0`` always runs twice.
+    The model runs in ``eval()`` mode under ``torch.no_grad()`` and its mode is restored. Batches are
     ``(inputs, labels, ...)`` (or dicts with ``"labels"``); inputs go to ``device`` (default: the
     model's). Returns one :class:`CollapseReport` for a single module (default: the input of
     the last ``nn.Linear``), or a dict name -> report for a sequence of names. ``options``:
     rtol, global_mean, center_weights.
     """
+    check_param("cache_bytes", cache_bytes, Interval(int, 0), "measure")
     params = next(iter(model.parameters()), None)
     dev = torch.device(device) if device is not None else (params.device if params is not None else torch.device("cpu"))
     kwargs = dict(modules=module, capture=capture, pool=pool, classes=classes)
@@ -235,9 +255,17 @@ def measure(
     try:
         with torch.no_grad():
             with CollapseTracker(model, num_classes, covariance=False, classifier=False, **kwargs) as first:
+                first._keep_features(cache_bytes)
                 _feed(first, model, loader, dev)
-            with CollapseTracker(model, num_classes, means=first.means(), **kwargs) as second:
-                _feed(second, model, loader, dev)
+            cache = first._cache
+            with CollapseTracker(model, num_classes, means=first.means(), covariance=True if cache is None else "span", **kwargs) as second:
+                if cache is None:
+                    _feed(second, model, loader, dev)
+                else:
+                    for name, batches in cache.items():
+                        W, b = second._classifier_of(name)
+                        for feats, labels in batches:
+                            second.statistics[name].update(feats, labels, weights=W, bias=b)
     finally:
         model.train(was_training)
     reports = second.report(**options)
