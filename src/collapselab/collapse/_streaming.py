@@ -28,7 +28,10 @@ symmetric corrections above may touch the whole matrix.
 
 With reference means (a previous pass) the shift is those means, and per-sample quantities
 that need them (nearest-class-centre accuracy, NC4, within-class distances) are
-accumulated too; with a classifier, accuracy and margins.
+accumulated too; with a classifier, accuracy and margins. With reference means the Gram can
+also be restricted to their span (``covariance="span"``): ``U^T G U`` for an orthonormal basis
+``U`` (d, k) of ``span{m_c - m_G}``, all that the report needs (see :class:`CollapseStatistics`);
+the identities above hold with ``delta U`` and ``S U`` in place of ``delta`` and ``S``.
 """
 
 from __future__ import annotations
@@ -310,7 +313,8 @@ class CollapseStatistics:
             saves two ``B x d x C`` GEMMs per batch).
         device: where the float64 accumulators live (default: the first batch's device).
 
-    Features of any floating dtype are accumulated in float64. Memory ``O(C d + d^2)``.
+    Features of any floating dtype are accumulated in float64. Memory ``O(C d + d^2)``
+    (``O(C d + C^2)`` with ``covariance="span"``).
     """
 
     def __init__(
