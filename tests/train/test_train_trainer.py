@@ -119,6 +119,19 @@ def test_epoch_batches_shard_the_global_batch():
             merged = torch.cat([p[k][0] for p in parts])
             assert sorted(merged.tolist()) == sorted(idx.tolist()) and all(p[k][1] == size for p in parts)
     assert sorted(torch.cat([rk.shard() for rk in ranks]).tolist()) == list(range(23))
+    # 23 = 3 x 6 + 5: the last batch gives ranks 2, 2, 1 samples; every other step 2 each
+    smallest = min(idx.numel() for rk in ranks for idx, _ in rk.epoch())
+    assert smallest == ranks[0].smallest_share == 1 and single.smallest_share == 5
+
+
+def test_batch_norm_needs_two_samples_per_step(data):
+    # 60 samples in batches of 59: the last step has one sample, which BatchNorm1d cannot normalise
+    bn = MLP([4, 8, 3], batch_norm=True).double()
+    with pytest.raises(ParameterError, match="gives a process 1 sample.*BatchNorm1d needs at least 2"):
+        Trainer(bn, (data.X, data.labels), TrainConfig(epochs=1, batch_size=59, nc_points=0))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):  # what torch would say mid-epoch
+        bn.train()(data.X[:1])
+    Trainer(bn, (data.X, data.labels), TrainConfig(epochs=1, batch_size=58, nc_points=0)).fit()  # last step: 2 samples
 
 
 def test_log_spaced_epochs_and_config_errors(data):

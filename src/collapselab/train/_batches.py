@@ -130,6 +130,13 @@ class EpochBatches:
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
+    @property
+    def smallest_share(self) -> int:
+        """The fewest samples any rank gets in any step: ``floor(b / world)`` for the full batch
+        size and for the last, possibly smaller, batch."""
+        last = self.n - (len(self) - 1) * self.batch_size
+        return min(self.batch_size, last) // self.world
+
     def epoch(self) -> list[tuple[torch.Tensor, int]]:
         """``[(this rank's indices, global batch size), ...]`` for the next epoch."""
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)

@@ -187,6 +187,14 @@ class Trainer:
                 self.module = model = self._sync_batchnorm(model, where)
             self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.batches = EpochBatches(len(self.source), config.batch_size, seed=config.seed, shuffle=config.shuffle, rank=self.rank, world=self.world)
+        if self.batches.smallest_share < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+            # torch's BatchNorm1d cannot normalise one sample in training mode ("Expected more than 1 value
+            # per channel"), and one rank failing mid-epoch would leave the others waiting in a collective
+            raise ParameterError(
+                f"{where}: with {len(self.source)} samples, batch_size {self.batches.batch_size} and {self.world} process(es) some step gives a "
+                f"process {self.batches.smallest_share} sample(s), and the model's BatchNorm1d needs at least 2 per process per step; "
+                "choose a batch size whose last batch leaves at least 2 samples per process"
+            )
         if measure_batch_size is not None:
             check_param("measure_batch_size", measure_batch_size, Interval(int, 1), where)
         self.measure_batch_size = self.batches.batch_size if measure_batch_size is None else int(measure_batch_size)
