@@ -56,6 +56,10 @@ def test_structured_gram_equals_autograd_gram(relu_problem, widths, n):
     rel = torch.linalg.matrix_norm(structured - dense) / torch.linalg.matrix_norm(dense)
     assert float(rel) < 1e-12
     assert torch.equal(omap.gram(theta), structured)  # auto -> structured for MLPs
+    upper = relu_gram(unflatten_params(theta, widths), omap.X, upper_only=True)  # BLAS syrk on the CPU
+    iu = torch.triu_indices(*dense.shape)
+    rel = torch.linalg.vector_norm(upper[iu[0], iu[1]] - dense[iu[0], iu[1]]) / torch.linalg.matrix_norm(dense)
+    assert float(rel) < 1e-12
 
 
 def test_structured_gram_with_dead_units_and_blocks_are_ntk(relu_problem):

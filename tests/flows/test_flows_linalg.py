@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from collapselab.flows import GramSolve, cg_solve, cholesky_solve, least_squares_solve
+from collapselab.flows.linalg import symmetric_matvec
 
 
 def _psd(n: int, rank: int, seed: int = 0) -> torch.Tensor:
@@ -53,3 +54,18 @@ def test_zero_gram_has_rank_zero():
     solve = GramSolve.from_gram(torch.zeros(4, 4, dtype=torch.float64))
     assert solve.rank == 0
     assert torch.equal(solve.pinv(torch.ones(4, dtype=torch.float64)), torch.zeros(4, dtype=torch.float64))
+
+
+def test_cpu_solvers_read_only_the_upper_triangle():
+    # relu_gram(upper_only=True) leaves the strict lower triangle undefined: poison it
+    v = torch.randn(30, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for G, rank in ((_psd(30, 50), 30), (_psd(30, 12), 12)):
+        upper = G.clone()
+        upper[tuple(torch.tril_indices(30, 30, -1))] = float("nan")
+        torch.testing.assert_close(symmetric_matvec(upper, v), G @ v, rtol=1e-13, atol=1e-12)
+        for try_cholesky in (True, False):
+            psi, r = least_squares_solve(upper, v, try_cholesky=try_cholesky)
+            ref, _ = least_squares_solve(G, v, try_cholesky=try_cholesky)
+            assert r == rank and torch.allclose(psi, ref, rtol=1e-12, atol=1e-12)
+        if rank == 30:
+            assert torch.allclose(cholesky_solve(upper, v), torch.linalg.solve(G, v), rtol=1e-10, atol=1e-12)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.linalg import cho_factor, cho_solve, get_lapack_funcs, solve_triangular
+from scipy.linalg import cho_factor, cho_solve, get_blas_funcs, get_lapack_funcs, solve_triangular
 
 from ..core.types import Matrix, Vector
 
-__all__ = ["GramSolve", "cholesky_solve", "least_squares_solve", "cg_solve", "default_rtol"]
+__all__ = ["GramSolve", "cholesky_solve", "least_squares_solve", "cg_solve", "default_rtol", "symmetric_matvec"]
 
 
 def default_rtol(size: int, dtype: torch.dtype) -> float:
@@ -88,6 +88,17 @@ class GramSolve:
         return self.eigenvectors @ (self.eigenvalues * (self.eigenvectors.T @ v))
 
 
+def symmetric_matvec(gram: Matrix, v: Vector) -> Vector:
+    """``G v`` for a symmetric ``G`` given by its upper triangle (the strict lower triangle is not
+    read on the CPU: BLAS ``symv``; elsewhere ``G @ v``, which needs all of ``G``). Pairs with
+    :func:`~collapselab.flows.gram.relu_gram`'s ``upper_only``."""
+    if gram.device.type != "cpu" or gram.dtype not in (torch.float32, torch.float64):
+        return gram @ v
+    a = gram.detach().numpy()
+    symv = get_blas_funcs("symv", (a,))
+    return torch.from_numpy(symv(1.0, a.T, v.detach().numpy(), lower=1)).to(v.dtype)  # a.T's lower = a's upper
+
+
 def cholesky_solve(gram: Matrix, v: Vector, rtol: float | None = None) -> Vector | None:
     """``G^{-1} v`` by Cholesky, or ``None`` if ``G`` is not numerically positive definite.
 
@@ -96,8 +107,8 @@ def cholesky_solve(gram: Matrix, v: Vector, rtol: float | None = None) -> Vector
     squared pivot ratio bounds ``1 / cond(G)`` from above, so an accepted ``G`` has
     condition number at least that large and a declined one may be singular.
     On the CPU the factorisation is LAPACK ``potrf``/``potrs`` through SciPy (OpenBLAS:
-    measured 1.7x faster than ``torch.linalg.cholesky`` for ``n = 1024``, one thread); on
-    other devices ``torch.linalg.cholesky_ex``.
+    measured 1.7x faster than ``torch.linalg.cholesky`` for ``n = 1024``, one thread), which
+    reads only the upper triangle of ``G``; on other devices ``torch.linalg.cholesky_ex``.
     """
     tol = default_rtol(gram.shape[0], gram.dtype) if rtol is None else rtol
     if gram.device.type == "cpu" and gram.dtype in (torch.float32, torch.float64):
@@ -136,7 +147,8 @@ def least_squares_solve(gram: Matrix, v: Vector, rtol: float | None = None, *, t
     ``(1 + B^T B) u = v_1 + B^T v_2``, ``u = L_11 w``, solved through the
     ``(n - r) x (n - r)`` matrix ``1 + B B^T`` (Woodbury); then ``psi = [L_11^{-T} w; 0]``
     solves ``L^T psi = w``. Cost: one pivoted Cholesky plus ``O((n - r) r^2)``.
-    Other devices: :class:`GramSolve` (``eigh``).
+    Other devices: :class:`GramSolve` (``eigh``). On the CPU only the upper triangle of ``G``
+    is read.
     """
     n = gram.shape[0]
     tol = default_rtol(n, gram.dtype) if rtol is None else rtol
@@ -149,7 +161,8 @@ def least_squares_solve(gram: Matrix, v: Vector, rtol: float | None = None, *, t
         return solve.pinv(v), solve.rank
     a = gram.detach().numpy()
     (pstrf,) = get_lapack_funcs(("pstrf",), (a,))
-    factor, piv, rank, _ = pstrf(a, tol=tol * float(np.max(np.diag(a))), lower=1)
+    # a.T (Fortran order, no copy): its lower triangle is a's upper triangle, all that is read
+    factor, piv, rank, _ = pstrf(a.T, tol=tol * float(np.max(np.diag(a))), lower=1)
     perm = piv - 1  # pi as an index array
     vp = v.detach().numpy()[perm]
     L11, L21 = np.tril(factor[:rank, :rank]), factor[rank:, :rank]

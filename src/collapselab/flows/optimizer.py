@@ -56,7 +56,7 @@ from ..core.validation import Interval, OneOf, check_finite, check_matrix, check
 from .gram import relu_gram
 from .integrate import RANK_LOSS_POLICIES
 from .jacobian import OutputMap
-from .linalg import cg_solve, least_squares_solve
+from .linalg import cg_solve, least_squares_solve, symmetric_matvec
 from .trajectory import Status, Trajectory, TrajectoryRecorder
 
 __all__ = ["AdaptedFlow", "fit", "adapted_step", "choose_linalg", "LINALG", "stacked_targets"]
@@ -110,8 +110,8 @@ def _linearise(omap: OutputMap, theta: Theta, linalg: str) -> _Linearisation:
             return xs[-1].reshape(-1), [x.detach() for x in xs]
 
         out, pull, hidden = torch.func.vjp(fn, theta, has_aux=True)
-        gram = relu_gram(unflatten_params(theta.detach(), widths), omap.X, hidden=hidden)
-        return _Linearisation(out.detach(), lambda u: pull(u)[0], gram, lambda u: gram @ u)
+        gram = relu_gram(unflatten_params(theta.detach(), widths), omap.X, hidden=hidden, upper_only=True)
+        return _Linearisation(out.detach(), lambda u: pull(u)[0], gram, lambda u: symmetric_matvec(gram, u))
     if linalg == "dense":
         D = omap.jacobian(theta)
         gram = D @ D.T
@@ -135,9 +135,10 @@ def _gauss_newton(lin: _Linearisation, r: Vector, cg_max_iter: int, cg_rtol: flo
         psi, _, rel = cg_solve(lin.matvec, r, rtol=cg_rtol, max_iter=cg_max_iter)
         direction = lin.pullback(psi)
         return _Direction(direction, -1, rel * rnorm, math.nan)
-    epsilon = math.sqrt(max(float(r @ (lin.gram @ r)), 0.0)) / rnorm if rnorm > 0 else 0.0
+    # the Gram may hold only its upper triangle (relu_gram's upper_only): products through lin.matvec
+    epsilon = math.sqrt(max(float(r @ lin.matvec(r)), 0.0)) / rnorm if rnorm > 0 else 0.0
     psi, rank = least_squares_solve(lin.gram, r, try_cholesky=try_cholesky)
-    defect = float(torch.linalg.vector_norm(r - lin.gram @ psi)) if rank < r.shape[0] else 0.0  # |P^perp r|
+    defect = float(torch.linalg.vector_norm(r - lin.matvec(psi))) if rank < r.shape[0] else 0.0  # |P^perp r|
     return _Direction(lin.pullback(psi), rank, defect, epsilon)
 
 
