@@ -32,6 +32,7 @@ from scipy.linalg import get_blas_funcs
 from ..core.errors import ShapeError
 from ..core.network import hidden_layers
 from ..core.types import Inputs, Matrix
+from .linalg import uses_lapack
 
 __all__ = ["relu_gram"]
 
@@ -53,7 +54,7 @@ def relu_gram(
     n, q = X.shape[0], params[-1][0].shape[0]
     ones = torch.ones(n, n, dtype=X.dtype, device=X.device)
     # half of each GEMM (BLAS syrk) on the CPU, unless autograd must see the products
-    half = upper_only and X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64) and not any(
+    half = upper_only and uses_lapack(X) and not any(
         t.requires_grad for t in (X, *xs, *(w for w, _ in params))
     )
     gram: Matrix | None = None  # the first term is the accumulator; later terms reuse one buffer

@@ -28,7 +28,7 @@ from scipy.linalg import cho_factor, cho_solve, get_blas_funcs, get_lapack_funcs
 
 from ..core.types import Matrix, Vector
 
-__all__ = ["GramSolve", "cholesky_solve", "least_squares_solve", "cg_solve", "default_rtol", "symmetric_matvec"]
+__all__ = ["GramSolve", "cholesky_solve", "least_squares_solve", "cg_solve", "default_rtol", "symmetric_matvec", "uses_lapack"]
 
 
 def default_rtol(size: int, dtype: torch.dtype) -> float:
@@ -88,11 +88,17 @@ class GramSolve:
         return self.eigenvectors @ (self.eigenvalues * (self.eigenvectors.T @ v))
 
 
+def uses_lapack(t: torch.Tensor) -> bool:
+    """Whether ``t`` goes to SciPy's BLAS/LAPACK here (CPU, float32 or float64); other tensors
+    use torch's own routines."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
 def symmetric_matvec(gram: Matrix, v: Vector) -> Vector:
     """``G v`` for a symmetric ``G`` given by its upper triangle (the strict lower triangle is not
     read on the CPU: BLAS ``symv``; elsewhere ``G @ v``, which needs all of ``G``). Pairs with
     :func:`~collapselab.flows.gram.relu_gram`'s ``upper_only``."""
-    if gram.device.type != "cpu" or gram.dtype not in (torch.float32, torch.float64):
+    if not uses_lapack(gram):
         return gram @ v
     a = gram.detach().numpy()
     symv = get_blas_funcs("symv", (a,))
@@ -111,7 +117,7 @@ def cholesky_solve(gram: Matrix, v: Vector, rtol: float | None = None) -> Vector
     reads only the upper triangle of ``G``; on other devices ``torch.linalg.cholesky_ex``.
     """
     tol = default_rtol(gram.shape[0], gram.dtype) if rtol is None else rtol
-    if gram.device.type == "cpu" and gram.dtype in (torch.float32, torch.float64):
+    if uses_lapack(gram):
         a = gram.detach().numpy()
         potrf, potrs = get_lapack_funcs(("potrf", "potrs"), (a,))
         factor, info = potrf(a.T, lower=True, clean=False)  # a.T: the same symmetric matrix, Fortran order

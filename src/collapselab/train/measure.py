@@ -21,9 +21,9 @@ from ..collapse import CollapseStatistics
 
 __all__ = ["measure_features", "capture_input"]
 
-# report fields that describe the measurement rather than measure collapse (not logged)
-# rows per statistics update on cached features (few large GEMMs instead of one per batch)
+# rows per statistics update or scores call (few large chunks instead of one per batch; see _Chunks)
 _STATS_ROWS = 1024
+# report fields that describe the measurement rather than measure collapse (not logged)
 _METADATA = frozenset({"num_classes", "num_samples", "dim", "rtol", "global_mean", "weights_centred", "classes", "counts"})
 
 
