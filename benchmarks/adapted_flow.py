@@ -14,7 +14,8 @@ threads, ``--xla_cpu_multi_thread_eigen=false``) and the process is pinned to on
 lowest allowed, or ``--cpu``), since XLA's CPU runtime otherwise runs independent operations
 concurrently on a pool sized by the allowed cores.
 
-Methods: ours (structured Gram; and dense Jacobian for reference), plain gradient
+Methods: ours at its defaults (structured Gram, mixed precision: float32 Cholesky refined
+in float64), in full float64 precision, and with the dense Jacobian for reference; plain gradient
 descent (step N / lambda_max(D D^T) at the start), Adam (lr 1e-3), scipy
 ``least_squares`` (trf + lsmr, dense Jacobian from torch.func), torch-levenberg-marquardt
 (its default QR solve and its Cholesky solve), and jaxopt's GaussNewton and LevenbergMarquardt
@@ -72,6 +73,8 @@ from torch import nn  # noqa: E402
 from collapselab.flows import AdaptedFlow, OutputMap  # noqa: E402
 
 TARGET = 1e-10
+OURS = (("auto", "auto"), ("structured", "full"), ("dense", "auto"))
+"""Our rows (linalg, precision): the defaults (structured, mixed) first, the ratios are to it."""
 
 
 def problem(n: int = 256, width: int = 64, m: int = 16, q: int = 4) -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
@@ -98,11 +101,12 @@ def _result(name: str, seconds: float, steps: int, final: float, note: str = "")
     return {"method": name, "seconds": seconds, "steps": steps, "final_cost": final, "reached": final <= TARGET, "note": note}
 
 
-def run_ours(X, Y, net, cap: float, linalg: str = "auto") -> dict:
+def run_ours(X, Y, net, cap: float, linalg: str = "auto", precision: str = "auto") -> dict:
     t0 = time.perf_counter()
-    tr = AdaptedFlow(net, X, Y, tol=TARGET, linalg=linalg).run()
+    opt = AdaptedFlow(net, X, Y, tol=TARGET, linalg=linalg, precision=precision)
+    tr = opt.run()
     seconds = time.perf_counter() - t0
-    return _result(f"ours: AdaptedFlow ({linalg if linalg != 'auto' else 'structured'})", seconds, tr.steps, float(tr.cost[-1]), tr.message)
+    return _result(f"ours: AdaptedFlow ({opt.linalg}, {opt.precision})", seconds, tr.steps, float(tr.cost[-1]), tr.message)
 
 
 def _torch_loop(name: str, X, Y, net, cap: float, opt: torch.optim.Optimizer, note: str) -> dict:
@@ -239,8 +243,8 @@ def main_comparison(cap: float, caps: dict[str, float], repeats: int) -> dict:
         baselines.update(jaxopt_baselines(X, Y, fresh()))  # compiles jaxopt's solvers (not timed)
 
     # warm-up: one short run of every method (first LAPACK / torch.func / XLA calls are slow once)
-    AdaptedFlow(fresh(), X, Y, max_steps=1).run()
-    AdaptedFlow(fresh(), X, Y, max_steps=1, linalg="dense").run()
+    for linalg, precision in OURS:
+        AdaptedFlow(fresh(), X, Y, max_steps=1, linalg=linalg, precision=precision).run()
     for fn in baselines.values():
         fn(X, Y, fresh(), 0.05)
     def best(fn: Callable[[], dict]) -> dict:
@@ -253,11 +257,11 @@ def main_comparison(cap: float, caps: dict[str, float], repeats: int) -> dict:
             row = again if again["seconds"] < row["seconds"] else row
         return row
 
-    rows = [best(lambda: run_ours(X, Y, fresh(), cap)), best(lambda: run_ours(X, Y, fresh(), cap, "dense"))]
+    rows = [best(lambda: run_ours(X, Y, fresh(), cap, linalg, precision)) for linalg, precision in OURS]
     for name, fn in baselines.items():
         rows.append(best(lambda: fn(X, Y, fresh(), caps.get(name, cap))))
-    ours = rows[0]["seconds"]
-    baselines = rows[2:]
+    ours = rows[0]["seconds"]  # the defaults
+    baselines = rows[len(OURS) :]
     for r in rows:
         r["ratio_to_ours"] = r["seconds"] / ours
     reached = [r for r in baselines if r["reached"]]

@@ -112,3 +112,14 @@ def test_relu_gram_input_shape_error(relu_problem):
     _, omap, theta, _ = relu_problem([3, 4, 2], 5)
     with pytest.raises(ShapeError, match=r"X must be \(N, 3\)"):
         relu_gram(unflatten_params(theta, [3, 4, 2]), torch.zeros(5, 4, dtype=torch.float64))
+
+
+def test_relu_gram_in_given_buffers(relu_problem):
+    _, omap, theta, _ = relu_problem([3, 7, 5, 2], 9)
+    params = unflatten_params(theta, [3, 7, 5, 2])
+    out, work = torch.full((18, 18), float("nan"), dtype=torch.float64), torch.empty(18, 18, dtype=torch.float64)
+    gram = relu_gram(params, omap.X, out=out, work=work)
+    assert gram.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(gram, relu_gram(params, omap.X), rtol=1e-14, atol=1e-14)
+    with pytest.raises(ShapeError, match=r"work must be a contiguous \(18, 18\) tensor of torch.float64"):
+        relu_gram(params, omap.X, out=out, work=torch.empty(18, 18, dtype=torch.float32))

@@ -34,16 +34,48 @@ def test_fit_relu_net_reaches_tolerance(linalg):
     assert float(tr.cost[-1]) == pytest.approx(final, rel=1e-6, abs=1e-20)
 
 
-def test_linear_algebra_paths_agree_on_first_step():
+def _first_step(linalg, **options):
     X, _, targets = _data()
-    firsts = []
-    for linalg in ("structured", "dense", "matrix_free"):
-        torch.manual_seed(0)
-        opt = AdaptedFlow(ReLUNet([4, 32, 3]), X, targets, linalg=linalg, step=0.5)
-        opt.step()
-        firsts.append(opt.theta)
+    torch.manual_seed(0)
+    opt = AdaptedFlow(ReLUNet([4, 32, 3]), X, targets, linalg=linalg, step=0.5, **options)
+    opt.step()
+    return opt
+
+
+def test_linear_algebra_paths_agree_on_first_step():
+    firsts = [_first_step(linalg, precision="full").theta for linalg in ("structured", "dense", "matrix_free")]
     assert torch.allclose(firsts[0], firsts[1], atol=1e-10, rtol=0)
     assert torch.allclose(firsts[0], firsts[2], atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("linalg", ["structured", "dense"])
+def test_mixed_precision_step_is_the_full_step_to_its_tolerance(linalg):
+    full = _first_step(linalg, precision="full")
+    tight = _first_step(linalg, precision="mixed", refine_rtol=1e-14, max_refinements=200)
+    # a float32 factorisation refined in float64 gives the float64 minimum-norm step
+    assert torch.allclose(tight.theta, full.theta, atol=1e-10, rtol=0)
+    default = _first_step(linalg)
+    assert default.precision == "mixed" and full.precision == "full"
+    row = {k: v[-1] for k, v in default.recorder.rows.items()}
+    assert row["rank"] == -1 and full.recorder.rows["rank"][-1] == 36
+    # the recorded defect |r - D d| is within refine_rtol (1e-3) of |r| = sqrt(2 N C(0))
+    assert row["defect"] <= 1e-3 * math.sqrt(2 * 12 * default.recorder.rows["cost"][0])
+    assert row["epsilon"] == pytest.approx(full.recorder.rows["epsilon"][-1], rel=1e-12)
+
+
+def test_precision_choice_and_errors():
+    X, _, targets = _data()
+    net = ReLUNet([4, 8, 3])
+    assert AdaptedFlow(net, X, targets).precision == "mixed"
+    assert AdaptedFlow(net, X, targets, linalg="matrix_free").precision == "full"
+    assert AdaptedFlow(net, X, targets, on_rank_loss="stop").precision == "full"
+    assert AdaptedFlow(ReLUNet([4, 8, 3], dtype=torch.float32), X.float(), targets.float()).precision == "full"
+    with pytest.raises(ParameterError, match="precision='mixed' needs float64 parameters"):
+        AdaptedFlow(net, X, targets, precision="mixed", linalg="matrix_free")
+    with pytest.raises(ParameterError, match="on_rank_loss='continue'"):
+        AdaptedFlow(net, X, targets, precision="mixed", on_rank_loss="stop")
+    with pytest.raises(ParameterError, match=r"refine_rtol must be float in \(0, 1\)"):
+        AdaptedFlow(net, X, targets, refine_rtol=1.0)
 
 
 def test_linear_model_one_gauss_newton_step():
@@ -101,7 +133,9 @@ def test_rank_loss_stop_and_stall_messages():
     assert tr.status is Status.RANK_LOSS
     assert "rank D D^T = 15 < 18 at step 0" in tr.message
     net.load_state_dict(state)
-    tr = fit(net, X, targets, max_steps=200)
+    opt = AdaptedFlow(net, X, targets, max_steps=200)
+    tr = opt.run()
+    assert opt.precision == "full"  # the float32 solve cannot follow an unreachable target: full precision took over
     assert tr.status is Status.STALLED, tr.message
     assert "rank 15" in tr.message
     # best: both copies at (y_0 + y_1)/2, C = (1/2N)(1/2 + 1/2) = 1/12

@@ -22,22 +22,40 @@ reach the target ends here), and with ``RANK_LOSS`` at the first singular ``D D^
 ``on_rank_loss="stop"``. The default ``"continue"`` takes the minimum-norm (DAE) step of
 the generalised adapted flow: near a zero-cost solution the Gram of a ReLU net often
 becomes numerically singular (on the benchmark problem its condition number passes
-``1e18`` at ``C ~ 1e-8``) while the minimum-norm steps still converge quadratically. After an accepted step ``h`` doubles back towards ``step``.
+``1e18`` at ``C ~ 1e-8``) while the minimum-norm steps still converge (there, the cost falls
+3-700x per step; the ReLU kinks crossed by each step keep the convergence from being
+quadratic). After an accepted step ``h`` doubles back towards ``step``.
 
 **Linear algebra** (``linalg=``), chosen by size when ``"auto"``:
 
 * ``"structured"``: ReLU MLPs only (:class:`~collapselab.core.network.ReLUNet` or a
   ``Sequential`` of Linear/ReLU). The Gram assembled layer by layer
-  (:func:`~collapselab.flows.gram.relu_gram`), ``O((QN)^2 sum_l d_l)`` time, three
-  ``(QN)^2`` buffers. Default for MLPs whose Gram fits ``memory_limit``.
+  (:func:`~collapselab.flows.gram.relu_gram`), ``O((QN)^2 sum_l d_l)`` time, two
+  ``(QN)^2`` buffers reused from step to step; ``D v`` and ``D^T u`` from the stored layer
+  outputs (:mod:`~collapselab.flows.relu_products`, no autograd). Default for MLPs whose
+  Gram fits ``memory_limit``.
 * ``"dense"``: ``D`` by ``torch.func.jacrev``, ``D D^T`` by one product; ``QN K`` memory.
   Default for other modules when ``D`` fits.
 * ``"matrix_free"``: conjugate gradients on ``D D^T psi = r`` with Jacobian-vector
   products only (``O(K + QN)`` memory, ``2 cg`` passes per step); the fallback.
 
-The Gram is solved by :func:`~collapselab.flows.linalg.least_squares_solve` (pivoted
-Cholesky on the CPU: one rank-revealing factorisation as cheap as Cholesky, giving the
-minimum-norm (DAE) solution and the rank at every step).
+**Precision** (``precision=``). ``"full"``: the Gram is factorised in the parameters'
+dtype by :func:`~collapselab.flows.linalg.least_squares_solve` (Cholesky, or pivoted
+Cholesky once ``D D^T`` is singular: the minimum-norm (DAE) step and the numerical rank at
+every step). ``"mixed"`` (float64 models with a Gram): the Gram is assembled and factorised
+in float32 and the step refined in float64 (:func:`~collapselab.flows.linalg.refined_pullback`)
+until the linearised residual ``|r - D d|`` is at most ``refine_rtol |r|``: ``d`` is then the
+exact minimum-norm step to a target moved by that residual, and the cost is still
+evaluated in float64, so the run reaches the same ``tol``. The float32 factor is of
+``G + sigma I``, ``sigma = 1e-6 max diag G`` (:data:`~collapselab.flows.linalg.DEFAULT_SHIFT`;
+raised tenfold while the factorisation fails), since the Gram of a ReLU net turns singular
+near a solution; the refinement removes the shift's effect on the eigendirections above
+``sigma``, and below it the step is damped as in Levenberg-Marquardt. The shift that worked is kept for later steps. If more than ``0.1 |r|`` is left (``r`` far
+from ``ran D D^T``: an unreachable target, where the float32 solve is swamped by the
+components outside the range), the run continues in ``"full"`` precision. Twice as fast as ``"full"`` on the CPU; the trajectory's rank is
+then ``-1`` (not computed; a ``STALLED`` message computes it once in float64) and its
+defect is ``|r - D d|``. ``"auto"``: ``"mixed"`` for float64 parameters with a Gram
+(structured or dense) and ``on_rank_loss="continue"``, else ``"full"``.
 """
 
 from __future__ import annotations
@@ -56,13 +74,17 @@ from ..core.validation import Interval, OneOf, check_finite, check_matrix, check
 from .gram import relu_gram
 from .integrate import RANK_LOSS_POLICIES
 from .jacobian import OutputMap
-from .linalg import cg_solve, least_squares_solve, symmetric_matvec
+from .relu_products import relu_jvp, relu_vjp
+from .linalg import DEFAULT_SHIFT, LowPrecisionCholesky, cg_solve, least_squares_solve, refined_pullback, square_buffer, symmetric_matvec
 from .trajectory import Status, Trajectory, TrajectoryRecorder
 
-__all__ = ["AdaptedFlow", "fit", "adapted_step", "choose_linalg", "LINALG", "stacked_targets"]
+__all__ = ["AdaptedFlow", "fit", "adapted_step", "choose_linalg", "LINALG", "PRECISIONS", "stacked_targets"]
 
 LINALG = ("auto", "structured", "dense", "matrix_free")
 """``linalg=`` options of :class:`AdaptedFlow` (see the module docstring)."""
+
+PRECISIONS = ("auto", "full", "mixed")
+"""``precision=`` options of :class:`AdaptedFlow` (see the module docstring)."""
 
 
 def choose_linalg(omap: OutputMap, num_params: int, num_outputs: int, itemsize: int, memory_limit: float) -> str:
@@ -96,50 +118,73 @@ def stacked_targets(targets: torch.Tensor, num_samples: int, Y: torch.Tensor | N
 @dataclass
 class _Linearisation:
     outputs: Vector
-    pullback: Callable[[Vector], Theta]
-    gram: Matrix | None
-    matvec: Callable[[Vector], Vector]
+    pullback: Callable[[Vector], Theta]  # u -> D^T u
+    push: Callable[[Theta], Vector]  # v -> D v
+    gram: Matrix | None  # D D^T in the solve dtype (maybe only its upper triangle), or None (matrix-free)
 
 
-def _linearise(omap: OutputMap, theta: Theta, linalg: str) -> _Linearisation:
-    if linalg == "structured":
-        widths = omap.widths
+def _linearise(omap: OutputMap, theta: Theta, linalg: str, gram_dtype: torch.dtype | None = None, buffers: tuple[Matrix, Matrix] | None = None) -> _Linearisation:
+    """Outputs, ``D^T``, ``D`` and the Gram (in ``gram_dtype``, default ``theta``'s) at ``theta``;
+    ``buffers``: two ``(QN, QN)`` tensors of that dtype, the first to hold the Gram, the second to work in."""
+    theta = theta.detach()
+    gram_dtype = theta.dtype if gram_dtype is None else gram_dtype
+    out, work = (None, None) if buffers is None else buffers
 
-        def fn(th: Theta) -> tuple[Vector, list[torch.Tensor]]:
-            xs = hidden_layers(unflatten_params(th, widths), omap.X)
-            return xs[-1].reshape(-1), [x.detach() for x in xs]
+    def push(v: Theta) -> Vector:
+        return omap.jvp(theta, v)[1]
 
-        out, pull, hidden = torch.func.vjp(fn, theta, has_aux=True)
-        gram = relu_gram(unflatten_params(theta.detach(), widths), omap.X, hidden=hidden, upper_only=True)
-        return _Linearisation(out.detach(), lambda u: pull(u)[0], gram, lambda u: symmetric_matvec(gram, u))
+    if linalg == "structured":  # products and Gram from the stored layer outputs (relu_products, gram)
+        params = unflatten_params(theta, omap.widths)
+        hidden = hidden_layers(params, omap.X)
+        low = [(w.to(gram_dtype), b.to(gram_dtype)) for w, b in params]
+        gram = relu_gram(low, omap.X.to(gram_dtype), hidden=[x.to(gram_dtype) for x in hidden], upper_only=True, out=out, work=work)
+        return _Linearisation(hidden[-1].reshape(-1), lambda u: relu_vjp(params, hidden, u), lambda v: relu_jvp(params, hidden, v), gram)
     if linalg == "dense":
         D = omap.jacobian(theta)
-        gram = D @ D.T
-        return _Linearisation(omap.outputs(theta).detach(), lambda u: D.T @ u, gram, lambda u: gram @ u)
-    out, pull = torch.func.vjp(omap.outputs, theta)
-    return _Linearisation(out.detach(), lambda u: pull(u)[0], None, lambda u: omap.jvp(theta, pull(u)[0])[1])
+        low = D.to(gram_dtype)
+        gram = torch.mm(low, low.T, out=square_buffer(out, low.shape[0], low, "out", "AdaptedFlow"))
+        return _Linearisation(omap.outputs(theta).detach(), lambda u: D.T @ u, lambda v: D @ v, gram)
+    outputs, pull = torch.func.vjp(omap.outputs, theta)
+    return _Linearisation(outputs.detach(), lambda u: pull(u)[0], push, None)
 
 
 @dataclass(frozen=True)
 class _Direction:
-    direction: Theta  # D^+ r
-    rank: int
+    direction: Theta  # D^+ r, or D^T psi with |r - D D^T psi| = defect
+    rank: int  # -1: not computed
     defect: float
     epsilon: float
 
 
-def _gauss_newton(lin: _Linearisation, r: Vector, cg_max_iter: int, cg_rtol: float, try_cholesky: bool = True) -> _Direction:
-    """``D^+ r = D^T G^+ r`` with rank, ``|P^perp r|`` and ``|D^T r| / |r|``."""
+def _epsilon(lin: _Linearisation, r: Vector) -> float:
+    """The trapping quantity ``|D^T r| / |r|`` (``|grad_theta C| / |grad_x C|``)."""
     rnorm = float(torch.linalg.vector_norm(r))
+    return float(torch.linalg.vector_norm(lin.pullback(r))) / rnorm if rnorm > 0 else 0.0
+
+
+def _gauss_newton(lin: _Linearisation, r: Vector, cg_max_iter: int, cg_rtol: float, try_cholesky: bool = True) -> _Direction:
+    """``D^+ r = D^T G^+ r`` in the Gram's dtype, with rank and ``|P^perp r|``."""
     if lin.gram is None:
-        psi, _, rel = cg_solve(lin.matvec, r, rtol=cg_rtol, max_iter=cg_max_iter)
-        direction = lin.pullback(psi)
-        return _Direction(direction, -1, rel * rnorm, math.nan)
-    # the Gram may hold only its upper triangle (relu_gram's upper_only): products through lin.matvec
-    epsilon = math.sqrt(max(float(r @ lin.matvec(r)), 0.0)) / rnorm if rnorm > 0 else 0.0
+        psi, _, rel = cg_solve(lambda u: lin.push(lin.pullback(u)), r, rtol=cg_rtol, max_iter=cg_max_iter)
+        return _Direction(lin.pullback(psi), -1, rel * float(torch.linalg.vector_norm(r)), _epsilon(lin, r))
     psi, rank = least_squares_solve(lin.gram, r, try_cholesky=try_cholesky)
-    defect = float(torch.linalg.vector_norm(r - lin.matvec(psi))) if rank < r.shape[0] else 0.0  # |P^perp r|
-    return _Direction(lin.pullback(psi), rank, defect, epsilon)
+    # the Gram may hold only its upper triangle (relu_gram's upper_only): products by symmetric_matvec
+    defect = float(torch.linalg.vector_norm(r - symmetric_matvec(lin.gram, psi))) if rank < r.shape[0] else 0.0  # |P^perp r|
+    return _Direction(lin.pullback(psi), rank, defect, _epsilon(lin, r))
+
+
+def _refined_gauss_newton(lin: _Linearisation, r: Vector, shift: float, rtol: float, max_refinements: int, work: Matrix | None = None) -> tuple[_Direction | None, float]:
+    """``D^T psi`` with ``|r - D D^T psi| <= rtol |r|`` from a float32 factor of ``G + sigma I``
+    (relative ``shift``, raised while needed) refined in ``r``'s dtype; returns the direction and
+    the shift that worked. The direction is ``None`` if more than ``0.1 |r|`` is left: ``r`` is
+    then far from ``ran G`` (an unreachable target), where the float32 solve is swamped by the
+    components outside the range, and the caller solves in full precision. ``work``: a float32
+    ``(QN, QN)`` buffer to factorise in."""
+    chol = LowPrecisionCholesky.of(lin.gram, shift, work=work)
+    d, rel, _ = refined_pullback(chol.solve, lin.pullback, lin.push, r, rtol=rtol, max_refinements=max_refinements)
+    if rel > 0.1:
+        return None, chol.shift
+    return _Direction(d, -1, rel * float(torch.linalg.vector_norm(r)), _epsilon(lin, r)), chol.shift
 
 
 def adapted_step(omap: OutputMap, theta: Theta, y: Vector, h: float = 1.0, *, linalg: str = "auto") -> Theta:
@@ -164,8 +209,11 @@ class AdaptedFlow:
     ``(0, 1]`` (``ds = hN``); ``min_step``: damping floor; ``tol``, ``max_steps``: the
     stopping rule of the module docstring; ``linalg``, ``memory_limit`` (bytes): the
     linear algebra; ``cg_max_iter``, ``cg_rtol``: matrix-free solves; ``on_rank_loss``:
-    ``"continue"`` (minimum-norm steps) or ``"stop"``; ``record_outputs``: keep ``x`` per step.
-    The trajectory's ``rank`` is ``-1`` and its ``defect`` the CG residual with ``"matrix_free"``.
+    ``"continue"`` (minimum-norm steps) or ``"stop"``; ``precision``, ``refine_rtol``,
+    ``max_refinements``: ``"full"`` or ``"mixed"`` factorisation and the latter's refinement
+    (module docstring); ``record_outputs``: keep ``x`` per step.
+    The trajectory's ``rank`` is ``-1`` and its ``defect`` the CG residual with
+    ``"matrix_free"``; with ``"mixed"`` they are ``-1`` and ``|r - D d|``.
 
     :meth:`step` takes one accepted step, :meth:`run` iterates to the stopping rule and
     returns a :class:`~collapselab.flows.trajectory.Trajectory`; the model's parameters
@@ -188,6 +236,9 @@ class AdaptedFlow:
         cg_max_iter: int = 2000,
         cg_rtol: float = 1e-12,
         on_rank_loss: str = "continue",
+        precision: str = "auto",
+        refine_rtol: float = 1e-3,
+        max_refinements: int = 10,
         record_outputs: bool = False,
     ) -> None:
         where = "AdaptedFlow"
@@ -199,6 +250,9 @@ class AdaptedFlow:
         check_param("memory_limit", memory_limit, Interval(float, 0.0, closed="neither"), where)
         check_param("cg_max_iter", cg_max_iter, Interval(int, 1), where)
         check_param("cg_rtol", cg_rtol, Interval(float, 0.0, closed="neither"), where)
+        check_param("precision", precision, OneOf(PRECISIONS), where)
+        check_param("refine_rtol", refine_rtol, Interval(float, 0.0, 1.0, closed="neither"), where)
+        check_param("max_refinements", max_refinements, Interval(int, 0), where)
         if max_steps is not None:
             check_param("max_steps", max_steps, Interval(int, 1), where)
         params = list(model.parameters())
@@ -214,6 +268,9 @@ class AdaptedFlow:
         if linalg == "structured" and not self.omap.is_mlp:
             raise ParameterError(f"{where}: linalg='structured' needs a ReLU MLP (ReLUNet or Sequential of Linear/ReLU), got {type(model).__name__}; use 'auto'")
         self.linalg = choose_linalg(self.omap, k, qn, self.theta.element_size(), memory_limit) if linalg == "auto" else linalg
+        self.precision = self._choose_precision(precision, dtype, on_rank_loss, where)
+        self.refine_rtol, self.max_refinements, self._shift = float(refine_rtol), max_refinements, DEFAULT_SHIFT
+        self._buffers: tuple[Matrix, Matrix] | None = None  # the mixed path's float32 Gram and work space, reused
         self.full_rank = min(qn, k)
         self.h_max, self.h, self.min_step, self.tol = float(step), float(step), float(min_step), float(tol)
         self.cg_max_iter, self.cg_rtol, self.on_rank_loss = cg_max_iter, cg_rtol, on_rank_loss
@@ -225,6 +282,17 @@ class AdaptedFlow:
         self.recorder = TrajectoryRecorder(self._outputs, self.y, n, record_outputs)
         self.max_steps = max_steps if max_steps is not None else self.predicted_steps(self.cost, tol, step) * 3 + 50
         self.recorder.record(0.0, self._outputs, self.cost)
+
+    def _choose_precision(self, precision: str, dtype: torch.dtype, on_rank_loss: str, where: str) -> str:
+        mixed_ok = dtype == torch.float64 and self.linalg != "matrix_free" and on_rank_loss == "continue"
+        if precision == "auto":
+            return "mixed" if mixed_ok else "full"
+        if precision == "mixed" and not mixed_ok:
+            raise ParameterError(
+                f"{where}: precision='mixed' needs float64 parameters (got {dtype}), a Gram (linalg 'structured' or 'dense', "
+                f"got {self.linalg!r}) and on_rank_loss='continue' (the rank is not computed; got {on_rank_loss!r})"
+            )
+        return precision
 
     @staticmethod
     def predicted_steps(cost0: float, tol: float, h: float) -> int:
@@ -250,13 +318,24 @@ class AdaptedFlow:
 
     def step(self) -> tuple[Status, str] | None:
         """One accepted damped step; returns ``(status, detail)`` if the run must stop, else ``None``."""
+        mixed = self.precision == "mixed"
+        if mixed and self._buffers is None:
+            qn = self.y.shape[0]
+            self._buffers = tuple(torch.empty(qn, qn, dtype=torch.float32, device=self.y.device) for _ in range(2))
         if self._lin is None:
-            self._lin = _linearise(self.omap, self.theta, self.linalg)
+            self._lin = _linearise(self.omap, self.theta, self.linalg, torch.float32, self._buffers) if mixed else _linearise(self.omap, self.theta, self.linalg)
         r = self._lin.outputs - self.y
-        # plain Cholesky succeeds only on a Gram of full size QN: never when K < QN, and once the Gram
-        # turned singular it stays so near the solution, so skip the (failing) attempt then
-        d = _gauss_newton(self._lin, r, self.cg_max_iter, self.cg_rtol, try_cholesky=self._last_rank >= r.shape[0])
-        self._last_rank = d.rank
+        d = None
+        if mixed:
+            # the Gram's work buffer is free once it is assembled: the factorisation runs in it
+            d, self._shift = _refined_gauss_newton(self._lin, r, self._shift, self.refine_rtol, self.max_refinements, self._buffers[1])
+            if d is None:  # r far from ran D D^T: full precision from here on (module docstring)
+                self.precision, self._lin, self._buffers = "full", _linearise(self.omap, self.theta, self.linalg), None
+        if d is None:
+            # plain Cholesky succeeds only on a Gram of full size QN: never when K < QN, and once the Gram
+            # turned singular it stays so near the solution, so skip the (failing) attempt then
+            d = _gauss_newton(self._lin, r, self.cg_max_iter, self.cg_rtol, try_cholesky=self._last_rank >= r.shape[0])
+            self._last_rank = d.rank
         if 0 <= d.rank < self.full_rank and self.on_rank_loss == "stop":
             return Status.RANK_LOSS, f"rank D D^T = {d.rank} < {self.full_rank} at step {self.steps}, C={self.cost:.3e}"
         if not bool(torch.isfinite(d.direction).all()):
@@ -271,7 +350,7 @@ class AdaptedFlow:
             self.h *= 0.5
             self.rejected += 1
             if self.h < self.min_step:
-                return Status.STALLED, f"step {self.steps}: no h >= {self.min_step:g} decreased C={c:.3e} (rank {d.rank})"
+                return Status.STALLED, f"step {self.steps}: no h >= {self.min_step:g} decreased C={c:.3e} ({self._rank_note(d)})"
         self.theta = trial
         self.s += self.h * self.omap.num_samples
         self.steps += 1
@@ -279,6 +358,14 @@ class AdaptedFlow:
         self._outputs, self._lin = out_new, None
         self.recorder.record(self.s, self._outputs, self.cost, rank=d.rank, epsilon=d.epsilon, defect=d.defect)
         return None
+
+    def _rank_note(self, d: _Direction) -> str:
+        """``"rank r"`` of ``D D^T`` at the current point, computed in full precision if the step did not."""
+        rank = d.rank
+        if rank < 0 and self.linalg != "matrix_free":
+            lin = _linearise(self.omap, self.theta, self.linalg)
+            rank = least_squares_solve(lin.gram, lin.outputs - self.y)[1]
+        return f"rank {rank}" if rank >= 0 else "rank not computed with linalg='matrix_free'"
 
     def run(self) -> Trajectory:
         """Step until the stopping rule fires; write the parameters back into the model."""
