@@ -60,6 +60,7 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -281,19 +282,33 @@ def main_comparison(cap: float, caps: dict[str, float], repeats: int) -> dict:
     }
 
 
+def one_step(n: int, width: int, precision: str) -> dict:
+    """Time one step of ours on the scaling problem; the peak memory is this process's."""
+    X, Y, net = problem(n=n, width=width)
+    opt = AdaptedFlow(net, X, Y, tol=TARGET, max_steps=1, memory_limit=20 * 2**30, precision=precision)
+    k, qn = opt.theta.numel(), opt.y.numel()
+    t0 = time.perf_counter()
+    opt.step()
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss is KiB on Linux)
+    return {"N": n, "width": width, "K": k, "QN": qn, "linalg": opt.linalg, "precision": precision, "seconds_per_step": seconds, "peak_rss_gib": peak, "dense_jacobian_gib": qn * k * 8 / 2**30}
+
+
 def scaling() -> list[dict]:
+    """One step of ours, at its default (mixed) and full precision, as N and the width grow: each
+    case in a fresh process on the same core, so that its peak resident memory is its own."""
     out = []
     for n in (1024, 4096):
         for width in (256, 1024):
-            X, Y, net = problem(n=n, width=width)
-            opt = AdaptedFlow(net, X, Y, tol=TARGET, max_steps=1, memory_limit=20 * 2**30)
-            k, qn = opt.theta.numel(), opt.y.numel()
-            t0 = time.perf_counter()
-            opt.step()
-            seconds = time.perf_counter() - t0
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss is KiB on Linux)
-            out.append({"N": n, "width": width, "K": k, "QN": qn, "linalg": opt.linalg, "seconds_per_step": seconds, "peak_rss_gib": peak, "dense_jacobian_gib": qn * k * 8 / 2**30})
-            print(f"  N={n:5d} width={width:5d} K={k:8d} QN={qn:6d}: {seconds:8.2f} s/step, peak RSS {peak:5.1f} GiB (dense D would be {qn * k * 8 / 2**30:6.1f} GiB)", file=sys.stderr)
+            for precision in ("mixed", "full"):
+                cmd = [sys.executable, __file__, "--one-step", str(n), str(width), precision, "--cpu", str(CPU)]
+                row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                out.append(row)
+                print(
+                    f"  N={n:5d} width={width:5d} K={row['K']:8d} QN={row['QN']:6d} {precision:5s}: {row['seconds_per_step']:8.2f} s/step, "
+                    f"peak RSS {row['peak_rss_gib']:5.1f} GiB (dense D would be {row['dense_jacobian_gib']:6.1f} GiB)",
+                    file=sys.stderr,
+                )
     return out
 
 
@@ -304,9 +319,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per method that finishes within 5 s; the fastest counts")
     parser.add_argument("--scaling", action="store_true", help="also time one step for N in {1024, 4096} x width in {256, 1024} (slow)")
     parser.add_argument("--cpu", type=int, default=CPU, help="the one core every method runs on (default: the lowest allowed)")
+    parser.add_argument("--one-step", nargs=3, metavar=("N", "WIDTH", "PRECISION"), help="time one step of one scaling case, print JSON (used by --scaling)")
     args = parser.parse_args()
     cpu = pin_process(args.cpu)
     torch.set_num_threads(1)
+    if args.one_step:
+        print(json.dumps(one_step(int(args.one_step[0]), int(args.one_step[1]), args.one_step[2])))
+        return
     caps = {"plain GD": args.cap / 2, "Adam": args.cap / 2}
     report = {"cpu": cpu, "allowed_cpus": ALLOWED_CPUS, "versions": versions(), **main_comparison(args.cap, caps, args.repeats)}
     if args.scaling:

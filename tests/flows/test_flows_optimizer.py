@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -155,3 +156,17 @@ def test_fit_errors():
         AdaptedFlow(net, X, labels, Y=torch.eye(2, dtype=torch.float64))
     with pytest.raises(ParameterError, match="has no parameters"):
         AdaptedFlow(nn.ReLU(), X, targets)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["mixed", "full"])
+def test_fit_on_cuda_matches_cpu(precision):
+    X, _, targets = _data()
+    torch.manual_seed(0)
+    cpu_net = ReLUNet([4, 32, 3])
+    gpu_net = copy.deepcopy(cpu_net).cuda()
+    tr_cpu = fit(cpu_net, X, targets, precision=precision, tol=1e-12)
+    tr_gpu = fit(gpu_net, X.cuda(), targets.cuda(), precision=precision, tol=1e-12)
+    assert tr_gpu.status is Status.CONVERGED, tr_gpu.message
+    assert next(gpu_net.parameters()).device.type == "cuda"
+    assert torch.allclose(tr_gpu.cost.cpu()[:3], tr_cpu.cost[:3], rtol=1e-6, atol=1e-14)  # the same first steps

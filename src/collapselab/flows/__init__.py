@@ -7,7 +7,9 @@ in spec/chen.md 5.1 (with errata E8, E9). For a model ``f(theta, X)``, the stack
 
 * :mod:`~collapselab.flows.jacobian`: :class:`OutputMap` (dense ``D``, ``jvp``, ``vjp``, NTK Gram);
 * :mod:`~collapselab.flows.gram`: :func:`relu_gram`, ``D D^T`` of a ReLU MLP without forming ``D``;
-* :mod:`~collapselab.flows.linalg`: rank, pseudo-inverse and projector of the Gram;
+* :mod:`~collapselab.flows.relu_products`: ``D v``, ``D^T u`` of a ReLU MLP without autograd;
+* :mod:`~collapselab.flows.linalg`: rank, pseudo-inverse and projector of the Gram; Cholesky
+  solves, float32 factorisations refined in float64;
 * :mod:`~collapselab.flows.fields`: standard, adapted, homotopy and prescribed-path fields;
 * :mod:`~collapselab.flows.interpolation`: ``t = 1 - e^{-s/N}``, the corrected Prop 2.5;
 * :mod:`~collapselab.flows.integrate`: explicit Euler, scipy's and torchdiffeq's adaptive solvers -> :class:`Trajectory`;
@@ -31,8 +33,9 @@ from .gram import relu_gram
 from .integrate import METHODS, RANK_LOSS_POLICIES, integrate
 from .interpolation import deviation_from_interpolation, deviation_rate, linear_interpolation, reparametrised_time
 from .jacobian import GRAM_METHODS, OutputMap, mlp_widths
-from .linalg import GramSolve, cg_solve, cholesky_solve, default_rtol, least_squares_solve
-from .optimizer import LINALG, AdaptedFlow, adapted_step, choose_linalg, fit, stacked_targets
+from .linalg import GramSolve, LowPrecisionCholesky, cg_solve, cholesky_solve, default_rtol, least_squares_solve, refined_pullback
+from .optimizer import LINALG, PRECISIONS, AdaptedFlow, adapted_step, choose_linalg, fit, stacked_targets
+from .relu_products import relu_jvp, relu_vjp
 from .trajectory import Status, Trajectory, TrajectoryRecorder
 
 __all__ = [
@@ -40,12 +43,14 @@ __all__ = [
     "GRAM_METHODS",
     "LINALG",
     "METHODS",
+    "PRECISIONS",
     "RANK_LOSS_POLICIES",
     "AdaptedField",
     "AdaptedFlow",
     "FieldEval",
     "GramSolve",
     "HomotopyField",
+    "LowPrecisionCholesky",
     "OutputMap",
     "PrescribedPath",
     "StandardField",
@@ -69,7 +74,10 @@ __all__ = [
     "least_squares_solve",
     "mlp_widths",
     "parameter_form_adapted",
+    "refined_pullback",
     "relu_gram",
+    "relu_jvp",
+    "relu_vjp",
     "reparametrised_time",
     "stacked_targets",
 ]
