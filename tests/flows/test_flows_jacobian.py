@@ -123,3 +123,26 @@ def test_relu_gram_in_given_buffers(relu_problem):
     torch.testing.assert_close(gram, relu_gram(params, omap.X), rtol=1e-14, atol=1e-14)
     with pytest.raises(ShapeError, match=r"work must be a contiguous \(18, 18\) tensor of torch.float64"):
         relu_gram(params, omap.X, out=out, work=torch.empty(18, 18, dtype=torch.float32))
+
+
+def test_jacobian_sample_by_sample_and_its_fallbacks():
+    torch.manual_seed(0)
+    X = torch.randn(6, 3, dtype=torch.float64)
+    eval_bn = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2)).double().eval()
+    batch_bn = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5, track_running_stats=False), nn.Tanh(), nn.Linear(5, 2)).double()
+
+    def centred(theta, X):  # couples the samples through the batch mean, runs fine on one sample
+        h = torch.tanh(X @ theta[:15].reshape(5, 3).T)
+        return (h - h.mean(0)) @ theta[15:].reshape(2, 5).T
+
+    def branching(theta, X):  # data-dependent control flow: vmap cannot run it
+        out = X @ theta[:6].reshape(2, 3).T
+        return out if float(out.detach().sum()) > 0 else -out
+
+    cases = [(*OutputMap.from_module(eval_bn, X), True), (*OutputMap.from_module(batch_bn, X), False)]
+    cases += [(OutputMap(centred, X), torch.randn(25, dtype=torch.float64), False), (OutputMap(branching, X), torch.randn(6, dtype=torch.float64), False)]
+    for omap, theta, samplewise in cases:
+        assert (omap._per_sample_jacobian(theta, None) is not None) is samplewise
+        D = omap.jacobian(theta)
+        torch.testing.assert_close(D, torch.func.jacrev(omap.outputs)(theta), rtol=1e-12, atol=1e-12)  # the stacked map
+        assert torch.allclose(D, _finite_difference_jacobian(omap, theta), atol=1e-7, rtol=0)

@@ -34,7 +34,7 @@ from ..core.network import hidden_layers
 from ..core.types import Inputs, Matrix
 from .linalg import square_buffer, uses_lapack
 
-__all__ = ["relu_gram"]
+__all__ = ["relu_gram", "row_gram"]
 
 
 def relu_gram(
@@ -65,7 +65,7 @@ def relu_gram(
     n, q = X.shape[0], params[-1][0].shape[0]
     gram = square_buffer(out, n * q, X, "out", "relu_gram")
     # half of each GEMM (BLAS syrk) on the CPU, unless autograd must see the products
-    half = upper_only and uses_lapack(X) and not any(t.requires_grad for t in (X, *xs, *(w for w, _ in params)))
+    half = upper_only and not any(t.requires_grad for t in (X, *xs, *(w for w, _ in params)))
     g = torch.eye(q, dtype=X.dtype, device=X.device).expand(n, q, q)
     for layer in range(len(params) - 1, 0, -1):  # hidden layer l = layer, weights index layer - 1
         w_next = params[layer][0]
@@ -73,10 +73,7 @@ def relu_gram(
         flat = g.reshape(n * q, -1)
         # the last hidden layer's term is written into the result, the others into work and added
         term = gram if layer == len(params) - 1 else (work := square_buffer(work, n * q, X, "work", "relu_gram"))
-        if half:
-            _upper_row_gram(flat, term)
-        else:
-            torch.mm(flat, flat.T, out=term)
+        row_gram(flat, term, upper_only=half)
         # the factor (X X^T + 1) (x) 1_Q with its columns repeated once: a broadcast over the
         # middle axis only (a stride-0 innermost axis of length Q makes the product 3x slower)
         factor = _plus_one_gram(xs[layer - 1]).repeat_interleave(q, dim=1)
@@ -95,10 +92,17 @@ def _plus_one_gram(x: torch.Tensor) -> torch.Tensor:
     return torch.addmm(torch.ones((), dtype=x.dtype, device=x.device).expand(x.shape[0], x.shape[0]), x, x.T)
 
 
+def row_gram(flat: torch.Tensor, out: torch.Tensor, *, upper_only: bool = False) -> torch.Tensor:
+    """``flat flat^T`` (``(n, n)`` from ``flat (n, k)``) in ``out``. With ``upper_only`` on the CPU
+    (float32/64) only the upper triangle, by BLAS ``syrk`` (half the arithmetic of a GEMM), and the
+    strict lower triangle of ``out`` keeps whatever it held (for solvers that read one triangle,
+    and entrywise products and sums of such terms); otherwise one ``torch.mm``."""
+    if upper_only and uses_lapack(flat):
+        return _upper_row_gram(flat, out)
+    return torch.mm(flat, flat.T, out=out)
+
+
 def _upper_row_gram(flat: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The upper triangle of ``flat flat^T`` (n, n) in ``out`` by BLAS ``syrk`` (CPU, half the
-    arithmetic of a GEMM); the strict lower triangle of ``out`` keeps whatever it held
-    (:func:`relu_gram` only applies entrywise products and sums to such terms)."""
     a = flat.contiguous().numpy()
     c = out.numpy().T  # out^T in Fortran order: its lower triangle is out's upper triangle
     syrk = get_blas_funcs("syrk", (a,))

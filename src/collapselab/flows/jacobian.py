@@ -119,10 +119,22 @@ class OutputMap:
         return out, pull(u)[0]
 
     def jacobian(self, theta: Theta, *, chunk_size: int | None = None) -> Matrix:
-        """Dense ``D`` of shape ``(QN, K)`` (``jacrev``; ``jacfwd`` if ``K < QN``).
+        """Dense ``D`` of shape ``(QN, K)``.
 
-        Memory ``QN * K`` numbers plus one batch of ``chunk_size`` (default all) passes.
+        Sample by sample when the model treats samples independently: ``vmap`` over the rows of
+        ``X`` of the Jacobian of one sample's ``Q`` outputs (``jacrev``; ``jacfwd`` if ``K < Q``),
+        ``N Q`` products of one sample each instead of the ``QN`` products of the whole batch
+        that ``jacrev`` of the stacked map takes: ``N`` times less work (issue 5's benchmark
+        net: 0.56 s -> 0.04 s). Whether the model is samplewise is checked on every call
+        against one Jacobian-vector product of the batched map (batch statistics, as in a
+        BatchNorm layer in training mode, couple the samples; relative tolerance ``sqrt(eps)``);
+        if it is not, or if ``vmap`` cannot run the model on one sample, ``D`` comes from the
+        stacked map (``jacrev``; ``jacfwd`` if ``K < QN``). Memory ``QN * K`` numbers plus one
+        batch of ``chunk_size`` (default all) samples or products.
         """
+        per_sample = self._per_sample_jacobian(theta, chunk_size)
+        if per_sample is not None:
+            return per_sample
         k = theta.shape[0]
         qn = self.X.shape[0] * self._num_outputs(theta)
         if k < qn:  # forward mode: K Jacobian-vector products (jacfwd, chunked)
@@ -130,11 +142,30 @@ class OutputMap:
             return torch.func.vmap(lambda v: self.jvp(theta, v)[1], chunk_size=chunk_size)(basis).T
         return torch.func.jacrev(self._fn, chunk_size=chunk_size)(theta)
 
+    def _per_sample_jacobian(self, theta: Theta, chunk_size: int | None) -> Matrix | None:
+        """``D`` sample by sample, or ``None`` if the model is not samplewise (see :meth:`jacobian`)."""
+
+        def one(th: Theta, x: torch.Tensor) -> torch.Tensor:
+            return self.f(th, x.unsqueeze(0)).reshape(-1)
+
+        k = theta.shape[0]
+        transform = torch.func.jacfwd if k < self._num_outputs(theta) else torch.func.jacrev
+        try:
+            D = torch.func.vmap(transform(one), in_dims=(None, 0), chunk_size=chunk_size)(theta, self.X).reshape(-1, k)
+        except Exception:  # noqa: BLE001 - data-dependent control flow, a layer that needs a batch
+            # (BatchNorm in training mode), ...: the stacked map runs the model on the whole batch
+            # instead, and a genuine error in the model is raised there
+            return None
+        v = torch.randn(k, generator=torch.Generator().manual_seed(0), dtype=theta.dtype).to(theta.device)
+        batched = self.jvp(theta, v)[1]
+        tol = torch.finfo(theta.dtype).eps ** 0.5 * float(torch.linalg.vector_norm(batched))
+        return D if float(torch.linalg.vector_norm(D @ v - batched)) <= tol else None
+
     def _num_outputs(self, theta: Theta) -> int:
         if self.widths is not None:
             return self.widths[-1]
-        with torch.no_grad():
-            return int(self.f(theta, self.X[:1]).shape[-1])
+        with torch.no_grad():  # the whole batch: a model may need more than one sample (BatchNorm in training mode)
+            return int(self.f(theta, self.X).shape[-1])
 
     def gram(self, theta: Theta, method: str = "auto") -> Matrix:
         """The NTK Gram ``D D^T``: ``(QN, QN)``.

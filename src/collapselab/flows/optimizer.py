@@ -74,7 +74,7 @@ from ..core.errors import LabelError, ParameterError, ShapeError
 from ..core.network import hidden_layers, unflatten_params
 from ..core.types import Inputs, Matrix, Theta, Vector
 from ..core.validation import Interval, OneOf, check_finite, check_matrix, check_param
-from .gram import relu_gram
+from .gram import relu_gram, row_gram
 from .integrate import RANK_LOSS_POLICIES
 from .jacobian import OutputMap
 from .relu_products import relu_jvp, relu_vjp
@@ -145,7 +145,7 @@ def _linearise(omap: OutputMap, theta: Theta, linalg: str, gram_dtype: torch.dty
     if linalg == "dense":
         D = omap.jacobian(theta)
         low = D.to(gram_dtype)
-        gram = torch.mm(low, low.T, out=square_buffer(out, low.shape[0], low, "out", "AdaptedFlow"))
+        gram = row_gram(low, square_buffer(out, low.shape[0], low, "out", "AdaptedFlow"), upper_only=True)  # solvers read the upper triangle
         return _Linearisation(omap.outputs(theta).detach(), lambda u: D.T @ u, lambda v: D @ v, gram)
     outputs, pull = torch.func.vjp(omap.outputs, theta)
     return _Linearisation(outputs.detach(), lambda u: pull(u)[0], push, None)
