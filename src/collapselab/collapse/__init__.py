@@ -3,7 +3,7 @@
 The vocabulary: the metric functions on in-memory ``(features, labels)``, the streaming
 accumulator :class:`CollapseStatistics` (update / merge / all_reduce / report), the report
 object :class:`CollapseReport`, and :class:`CollapseTracker` / :func:`measure` for any
-``nn.Module``. Figures live in :mod:`collapselab.collapse.plots`.
+``nn.Module`` (with :class:`FeatureCache`, which lets a two-pass measurement run the model once). Figures live in :mod:`collapselab.collapse.plots`.
 
 Example::
 
@@ -12,6 +12,7 @@ Example::
     print(report.nc1, report.nc4, report.as_dict())
 """
 
+from ._cache import FeatureCache
 from ._functions import NC2, cdnv, class_moments, collapse_report, mse_decomposition, nc1, nc2, nc3, nc4, principal_angles
 from ._labels import map_labels
 from ._margins import MarginStats, margin_statistics
@@ -25,6 +26,7 @@ __all__ = [
     "CollapseReport",
     "CollapseStatistics",
     "CollapseTracker",
+    "FeatureCache",
     "MSEDecomposition",
     "MarginStats",
     "NC2",

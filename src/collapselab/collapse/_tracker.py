@@ -19,6 +19,7 @@ from torch import nn
 
 from ..core.errors import ParameterError, UnknownNameError
 from ..core.validation import Interval, OneOf, check_param
+from ._cache import FeatureCache
 from ._report import CollapseReport
 from ._streaming import CollapseStatistics
 
@@ -111,8 +112,7 @@ class CollapseTracker:
                 device=None if ref is not None else (W.device if W is not None else None),
             )
         self._labels: torch.Tensor | None = None
-        self._cache: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] | None = None  # see _keep_features
-        self._cache_room = 0
+        self._cache: FeatureCache | None = None  # measure() sets one to keep the features for its second pass
         self._handles = [mod.register_forward_hook(self._hook(name)) for name, mod in self._modules.items()]
 
     @property
@@ -141,18 +141,9 @@ class CollapseTracker:
             W, b = self._classifier_of(name)
             self.statistics[name].update(feats, self._labels, weights=W, bias=b)
             if self._cache is not None:
-                self._cache_room -= feats.numel() * feats.element_size()
-                if self._cache_room < 0:
-                    self._cache = None  # over budget: the caller runs the model again
-                else:  # copies: the model may later modify its tensors in place
-                    self._cache[name].append((feats.clone(), self._labels.clone()))
+                self._cache.add(name, feats, self._labels)
 
         return hook
-
-    def _keep_features(self, max_bytes: int) -> None:
-        """Keep a copy of every recorded batch of features (and labels) while they total at
-        most ``max_bytes``; :func:`measure` replays them for its second pass."""
-        self._cache, self._cache_room = {name: [] for name in self._modules}, int(max_bytes)
 
     @contextmanager
     def labels(self, labels: Any) -> Iterator["CollapseTracker"]:
@@ -254,12 +245,12 @@ def measure(
     model.eval()
     try:
         with torch.no_grad():
+            cache = FeatureCache(cache_bytes)
             with CollapseTracker(model, num_classes, covariance=False, classifier=False, **kwargs) as first:
-                first._keep_features(cache_bytes)
+                first._cache = cache
                 _feed(first, model, loader, dev)
-            cache = first._cache
-            with CollapseTracker(model, num_classes, means=first.means(), covariance=True if cache is None else "span", **kwargs) as second:
-                if cache is None:
+            with CollapseTracker(model, num_classes, means=first.means(), covariance=cache.second_pass_covariance, **kwargs) as second:
+                if not cache.kept:
                     _feed(second, model, loader, dev)
                 else:
                     for name, batches in cache.items():

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..collapse import CollapseStatistics
+from ..collapse import CollapseStatistics, FeatureCache
 
 __all__ = ["measure_features", "capture_input"]
 
@@ -92,12 +92,12 @@ def measure_features(
     first = CollapseStatistics(num_classes, dim=dim, covariance=False, device=device)
     totals: list[torch.Tensor] = []
     chunks = list(indices.split(batch_size))
-    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if len(indices) * dim * weights.element_size() <= cache_bytes else None
+    # the shard's size is known: a cache that cannot hold it is not started (budget 0)
+    cache = FeatureCache(cache_bytes if len(indices) * dim * weights.element_size() <= cache_bytes else 0, copy=False)
 
-    def first_pass(h: torch.Tensor, y: torch.Tensor) -> None:
+    def first_pass(h: torch.Tensor, y: torch.Tensor) -> None:  # h: a fresh concatenated chunk, kept as is
         first.update(h, y)
-        if cache is not None:
-            cache.append((h, y))
+        cache.add("features", h, y)
 
     features, outputs = _Chunks(first_pass), _Chunks(lambda out, y: totals.append(scores(out, y)))
     with capture_input(classifier) as box:
@@ -114,9 +114,9 @@ def measure_features(
         per_class = weights.shape[0] == num_classes
         second = CollapseStatistics(
             num_classes, dim=dim, means=first.means(), weights=weights if per_class else None, bias=bias if per_class else None,
-            covariance=True if cache is None else "span", device=device,
+            covariance=cache.second_pass_covariance, device=device,
         )
-        if cache is None:
+        if not cache.kept:
             again = _Chunks(second.update)
             for x, y in source.batches(chunks):
                 x, y = prepare(x, y)
@@ -124,8 +124,9 @@ def measure_features(
                 again.add(box[0], y)
             again.flush()
         else:
-            for h, y in cache:
-                second.update(h, y)
+            for _, batches in cache.items():
+                for h, y in batches:
+                    second.update(h, y)
     model.train(was_training)
     if reduce is not None:
         second.all_reduce()
