@@ -170,3 +170,13 @@ def test_fit_on_cuda_matches_cpu(precision):
     assert tr_gpu.status is Status.CONVERGED, tr_gpu.message
     assert next(gpu_net.parameters()).device.type == "cuda"
     assert torch.allclose(tr_gpu.cost.cpu()[:3], tr_cpu.cost[:3], rtol=1e-6, atol=1e-14)  # the same first steps
+
+
+def test_mixed_precision_hands_a_zero_gram_to_full_precision():
+    X = torch.zeros(6, 4, dtype=torch.float64)  # no bias and zero inputs: D = 0, G = 0
+    targets = torch.eye(3, dtype=torch.float64)[torch.arange(6) % 3]
+    net = nn.Sequential(nn.Linear(4, 8, bias=False), nn.Tanh(), nn.Linear(8, 3, bias=False)).double()
+    opt = AdaptedFlow(net, X, targets)
+    assert opt.precision == "mixed"
+    tr = opt.run()  # no float32 factorisation of G + sigma I exists: full precision says why the run stops
+    assert opt.precision == "full" and tr.status is Status.STALLED and "(rank 0)" in tr.message

@@ -53,8 +53,8 @@ fails, and the shift that worked is kept for later steps), since the Gram of a R
 turns singular near a solution; the refinement removes the shift's effect on the
 eigendirections above ``sigma``, and below it the step is damped as in Levenberg-Marquardt.
 If more than ``0.1 |r|`` is left (``r`` far from ``ran D D^T``: an unreachable target, where
-the float32 solve is swamped by the components outside the range), the run continues in
-``"full"`` precision. Measured on the issue-5 benchmark (``benchmarks/adapted_flow.py``):
+the float32 solve is swamped by the components outside the range), or if no shift up to
+``1e-2 max diag G`` can be factorised (``G = 0``), the run continues in ``"full"`` precision. Measured on the issue-5 benchmark (``benchmarks/adapted_flow.py``):
 1.8x faster than ``"full"`` per run, 2.1x per step at ``QN = 16384``, in half the memory.
 The trajectory's rank is then ``-1`` (not computed; a ``STALLED`` message computes it once
 in float64) and its defect is ``|r - D d|``. ``"auto"``: ``"mixed"`` for float64 parameters
@@ -179,11 +179,15 @@ def _gauss_newton(lin: _Linearisation, r: Vector, cg_max_iter: int, cg_rtol: flo
 def _refined_gauss_newton(lin: _Linearisation, r: Vector, shift: float, rtol: float, max_refinements: int, work: Matrix | None = None) -> tuple[_Direction | None, float]:
     """``D^T psi`` with ``|r - D D^T psi| <= rtol |r|`` from a float32 factor of ``G + sigma I``
     (relative ``shift``, raised while needed) refined in ``r``'s dtype; returns the direction and
-    the shift that worked. The direction is ``None`` if more than ``0.1 |r|`` is left: ``r`` is
-    then far from ``ran G`` (an unreachable target), where the float32 solve is swamped by the
-    components outside the range, and the caller solves in full precision. ``work``: a float32
+    the shift that worked. The direction is ``None``, and the caller solves in full precision, if
+    more than ``0.1 |r|`` is left (``r`` is then far from ``ran G``, an unreachable target, where
+    the float32 solve is swamped by the components outside the range) or if no shift up to
+    ``1e-2 max diag G`` makes the float32 factorisation succeed (``G = 0``, or not finite). ``work``: a float32
     ``(QN, QN)`` buffer to factorise in."""
-    chol = LowPrecisionCholesky.of(lin.gram, shift, work=work)
+    try:
+        chol = LowPrecisionCholesky.of(lin.gram, shift, work=work)
+    except ParameterError:  # G + sigma I not positive definite in float32 (G = 0, not finite, ...)
+        return None, shift
     d, rel, _ = refined_pullback(chol.solve, lin.pullback, lin.push, r, rtol=rtol, max_refinements=max_refinements)
     if rel > 0.1:
         return None, chol.shift
@@ -332,7 +336,7 @@ class AdaptedFlow:
         if mixed:
             # the Gram's work buffer is free once it is assembled: the factorisation runs in it
             d, self._shift = _refined_gauss_newton(self._lin, r, self._shift, self.refine_rtol, self.max_refinements, self._buffers[1])
-            if d is None:  # r far from ran D D^T: full precision from here on (module docstring)
+            if d is None:  # beyond the float32 path (module docstring): full precision from here on
                 self.precision, self._lin, self._buffers = "full", _linearise(self.omap, self.theta, self.linalg), None
         if d is None:
             # plain Cholesky succeeds only on a Gram of full size QN: never when K < QN, and once the Gram
