@@ -418,6 +418,9 @@ class CollapseStatistics:
             self._ref_centred = offsets - offsets.mean(0)  # m_c - m_G
             if self.covariance == "span":
                 basis = _span_basis(self._ref_centred)
+                # the centred means in that basis (C, k): their products with a batch come from
+                # the batch's projection onto the span, one (k, B) GEMM for both (see _update_samples)
+                self._ref_in_basis = self._ref_centred @ basis
             g = self._ref_centred @ self._ref_centred.T
             self._ref_sqnorm = torch.diagonal(g).clone()  # |m_c - m_G|^2
             dist2 = (self._ref_sqnorm.unsqueeze(0) + self._ref_sqnorm.unsqueeze(1) - 2.0 * g).clamp(min=0.0)
@@ -498,18 +501,20 @@ class CollapseStatistics:
         st.counts += cnt
         st.sums.index_add_(0, y, xs)
         st.sq.index_add_(0, y, rowsq)
+        proj = None
         if st.basis is not None:  # (k, B) = U^T xs^T: the basis-major product is ~2x faster on CPU
             proj = torch.mm(st.basis_t, xs.T, out=self._buffer("proj", (st.basis.shape[1], B)))
             st.gram.addmm_(proj, proj.T)
         elif st.gram is not None:
             _add_upper_gram(st.gram, xs)
         if self.tracks_samples:
-            self._update_samples(xs, rowsq, logits, y)
+            self._update_samples(xs, rowsq, logits, y, proj)
         return self
 
-    def _update_samples(self, xs: torch.Tensor, rowsq: torch.Tensor, logits: torch.Tensor | None, y: torch.Tensor) -> None:
-        """Per-sample sums from the shifted features ``xs = h - s_y`` (B, d), ``|xs|^2`` (B,) and
-        the class-major logits without bias ``W h`` (C, B; overwritten).
+    def _update_samples(self, xs: torch.Tensor, rowsq: torch.Tensor, logits: torch.Tensor | None, y: torch.Tensor, proj: torch.Tensor | None) -> None:
+        """Per-sample sums from the shifted features ``xs = h - s_y`` (B, d), ``|xs|^2`` (B,), the
+        class-major logits without bias ``W h`` (C, B; overwritten) and, with ``covariance="span"``,
+        the projection ``U^T xs^T`` (k, B) onto the span of the centred reference means.
 
         Decisions use ``amin``/``amax`` and :func:`_first_index` rather than ``argmin``/``max``
         over the class axis (same result, ties included; about 4x faster on CPU)."""
@@ -520,7 +525,13 @@ class CollapseStatistics:
         if self._ref_means is not None:
             # the shift is the reference means: xs = h - m_y, and with P = (m - m_G) xs^T
             # |h - m_c|^2 = |xs|^2 + 2 (P_y - P_c) + |m_y - m_c|^2, |h - m_G|^2 = |xs|^2 + 2 P_y + |m_y - m_G|^2
-            P = torch.mm(self._ref_centred, xs.T, out=self._buffer("P", (C, B)))
+            # (with the span basis U: m - m_G = ((m - m_G) U) U^T, so P = ((m - m_G) U) (U^T xs^T),
+            # a (C, k) x (k, B) product instead of (C, d) x (d, B); the directions the basis drops
+            # carry singular values below C d eps of the largest)
+            if proj is not None:
+                P = torch.mm(self._ref_in_basis, proj, out=self._buffer("P", (C, B)))
+            else:
+                P = torch.mm(self._ref_centred, xs.T, out=self._buffer("P", (C, B)))
             Py = P.gather(0, y.unsqueeze(0)).squeeze(0)
             # |m_c - m_{y_i}|^2 as a (C, B) matrix: rows of the transposed table, then one
             # transposing add (a column gather over the class axis is several times slower)
