@@ -490,7 +490,7 @@ class CollapseStatistics:
                     shift = shift.clone()
                     bsum = torch.zeros_like(st.sums).index_add_(0, y, x)
                     shift[new] = bsum[new] / cnt[new].unsqueeze(1)
-            if self.tracks_samples and self._weights is not None:  # class-major (C, B): the faster GEMM orientation on CPU
+            if self.tracks_samples and self._weights is not None and st.basis is None:  # class-major (C, B): the faster GEMM orientation on CPU
                 logits = torch.mm(self._weights, x.T, out=self._buffer("logits", (self.num_classes, B)))
             xs = x.sub_(torch.index_select(shift, 0, y, out=self._buffer("gather", (B, self._dim))))
         rowsq = torch.linalg.vector_norm(xs, dim=1).square_()
@@ -503,7 +503,16 @@ class CollapseStatistics:
         st.sq.index_add_(0, y, rowsq)
         proj = None
         if st.basis is not None:  # (k, B) = U^T xs^T: the basis-major product is ~2x faster on CPU
-            proj = torch.mm(st.basis_t, xs.T, out=self._buffer("proj", (st.basis.shape[1], B)))
+            k = int(st.basis.shape[1])
+            if self.tracks_samples and self._weights is not None:
+                # logits and projection from one GEMM [W; U^T] xs^T, then W h = W xs + W s_y (the
+                # same rounding as W h: both are sums of terms as large as W h's)
+                C = self.num_classes
+                both = torch.mm(torch.cat([self._weights, st.basis_t]), xs.T, out=self._buffer("both", (C + k, B)))
+                logits, proj = both[:C], both[C:]
+                logits.add_(torch.index_select(self._weights @ shift.T, 1, y))
+            else:
+                proj = torch.mm(st.basis_t, xs.T, out=self._buffer("proj", (k, B)))
             st.gram.addmm_(proj, proj.T)
         elif st.gram is not None:
             _add_upper_gram(st.gram, xs)
