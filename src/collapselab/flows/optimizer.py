@@ -132,10 +132,6 @@ def _linearise(omap: OutputMap, theta: Theta, linalg: str, gram_dtype: torch.dty
     theta = theta.detach()
     gram_dtype = theta.dtype if gram_dtype is None else gram_dtype
     out, work = (None, None) if buffers is None else buffers
-
-    def push(v: Theta) -> Vector:
-        return omap.jvp(theta, v)[1]
-
     if linalg == "structured":  # products and Gram from the stored layer outputs (relu_products, gram)
         params = unflatten_params(theta, omap.widths)
         hidden = hidden_layers(params, omap.X)
@@ -148,7 +144,7 @@ def _linearise(omap: OutputMap, theta: Theta, linalg: str, gram_dtype: torch.dty
         gram = row_gram(low, square_buffer(out, low.shape[0], low, "out", "AdaptedFlow"), upper_only=True)  # solvers read the upper triangle
         return _Linearisation(omap.outputs(theta).detach(), lambda u: D.T @ u, lambda v: D @ v, gram)
     outputs, pull = torch.func.vjp(omap.outputs, theta)
-    return _Linearisation(outputs.detach(), lambda u: pull(u)[0], push, None)
+    return _Linearisation(outputs.detach(), lambda u: pull(u)[0], lambda v: omap.jvp(theta, v)[1], None)
 
 
 @dataclass(frozen=True)
@@ -182,8 +178,8 @@ def _refined_gauss_newton(lin: _Linearisation, r: Vector, shift: float, rtol: fl
     the shift that worked. The direction is ``None``, and the caller solves in full precision, if
     more than ``0.1 |r|`` is left (``r`` is then far from ``ran G``, an unreachable target, where
     the float32 solve is swamped by the components outside the range) or if no shift up to
-    ``1e-2 max diag G`` makes the float32 factorisation succeed (``G = 0``, or not finite). ``work``: a float32
-    ``(QN, QN)`` buffer to factorise in."""
+    ``1e-2 max diag G`` makes the float32 factorisation succeed (``G = 0``, or not finite).
+    ``work``: a float32 ``(QN, QN)`` buffer to factorise in."""
     try:
         chol = LowPrecisionCholesky.of(lin.gram, shift, work=work)
     except ParameterError:  # G + sigma I not positive definite in float32 (G = 0, not finite, ...)
