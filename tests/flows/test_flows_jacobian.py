@@ -142,7 +142,8 @@ def test_jacobian_sample_by_sample_and_its_fallbacks():
     cases = [(*OutputMap.from_module(eval_bn, X), True), (*OutputMap.from_module(batch_bn, X), False)]
     cases += [(OutputMap(centred, X), torch.randn(25, dtype=torch.float64), False), (OutputMap(branching, X), torch.randn(6, dtype=torch.float64), False)]
     for omap, theta, samplewise in cases:
-        assert (omap._per_sample_jacobian(theta, None) is not None) is samplewise
+        v = torch.randn(theta.shape[0], dtype=torch.float64)
+        assert (omap._per_sample_jacobian(theta, v, omap.jvp(theta, v)[1], None) is not None) is samplewise
         D = omap.jacobian(theta)
         torch.testing.assert_close(D, torch.func.jacrev(omap.outputs)(theta), rtol=1e-12, atol=1e-12)  # the stacked map
         assert torch.allclose(D, _finite_difference_jacobian(omap, theta), atol=1e-7, rtol=0)

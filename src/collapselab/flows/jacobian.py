@@ -132,40 +132,35 @@ class OutputMap:
         stacked map (``jacrev``; ``jacfwd`` if ``K < QN``). Memory ``QN * K`` numbers plus one
         batch of ``chunk_size`` (default all) samples or products.
         """
-        per_sample = self._per_sample_jacobian(theta, chunk_size)
+        k = theta.shape[0]
+        # one product of the batched map: the output size QN, and the check of the per-sample D
+        v = torch.randn(k, generator=torch.Generator().manual_seed(0), dtype=theta.dtype).to(theta.device)
+        batched = self.jvp(theta, v)[1]
+        per_sample = self._per_sample_jacobian(theta, v, batched, chunk_size)
         if per_sample is not None:
             return per_sample
-        k = theta.shape[0]
-        qn = self.X.shape[0] * self._num_outputs(theta)
-        if k < qn:  # forward mode: K Jacobian-vector products (jacfwd, chunked)
+        if k < batched.shape[0]:  # forward mode: K Jacobian-vector products (jacfwd, chunked)
             basis = torch.eye(k, dtype=theta.dtype, device=theta.device)
-            return torch.func.vmap(lambda v: self.jvp(theta, v)[1], chunk_size=chunk_size)(basis).T
+            return torch.func.vmap(lambda u: self.jvp(theta, u)[1], chunk_size=chunk_size)(basis).T
         return torch.func.jacrev(self._fn, chunk_size=chunk_size)(theta)
 
-    def _per_sample_jacobian(self, theta: Theta, chunk_size: int | None) -> Matrix | None:
-        """``D`` sample by sample, or ``None`` if the model is not samplewise (see :meth:`jacobian`)."""
+    def _per_sample_jacobian(self, theta: Theta, v: Theta, batched: Vector, chunk_size: int | None) -> Matrix | None:
+        """``D`` sample by sample, or ``None`` if the model is not samplewise: ``vmap`` cannot run
+        it on one sample, or the result misses ``batched = D v`` of the batched map (see :meth:`jacobian`)."""
 
         def one(th: Theta, x: torch.Tensor) -> torch.Tensor:
             return self.f(th, x.unsqueeze(0)).reshape(-1)
 
-        k = theta.shape[0]
-        transform = torch.func.jacfwd if k < self._num_outputs(theta) else torch.func.jacrev
+        k, q = theta.shape[0], batched.shape[0] // self.num_samples
+        transform = torch.func.jacfwd if k < q else torch.func.jacrev
         try:
             D = torch.func.vmap(transform(one), in_dims=(None, 0), chunk_size=chunk_size)(theta, self.X).reshape(-1, k)
         except Exception:  # noqa: BLE001 - data-dependent control flow, a layer that needs a batch
             # (BatchNorm in training mode), ...: the stacked map runs the model on the whole batch
             # instead, and a genuine error in the model is raised there
             return None
-        v = torch.randn(k, generator=torch.Generator().manual_seed(0), dtype=theta.dtype).to(theta.device)
-        batched = self.jvp(theta, v)[1]
         tol = torch.finfo(theta.dtype).eps ** 0.5 * float(torch.linalg.vector_norm(batched))
-        return D if float(torch.linalg.vector_norm(D @ v - batched)) <= tol else None
-
-    def _num_outputs(self, theta: Theta) -> int:
-        if self.widths is not None:
-            return self.widths[-1]
-        with torch.no_grad():  # the whole batch: a model may need more than one sample (BatchNorm in training mode)
-            return int(self.f(theta, self.X).shape[-1])
+        return D if D.shape[0] == batched.shape[0] and float(torch.linalg.vector_norm(D @ v - batched)) <= tol else None
 
     def gram(self, theta: Theta, method: str = "auto") -> Matrix:
         """The NTK Gram ``D D^T``: ``(QN, QN)``.

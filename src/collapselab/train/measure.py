@@ -92,8 +92,7 @@ def measure_features(
     first = CollapseStatistics(num_classes, dim=dim, covariance=False, device=device)
     totals: list[torch.Tensor] = []
     chunks = list(indices.split(batch_size))
-    # the shard's size is known: a cache that cannot hold it is not started (budget 0)
-    cache = FeatureCache(cache_bytes if len(indices) * dim * weights.element_size() <= cache_bytes else 0, copy=False)
+    cache = FeatureCache(cache_bytes, copy=False)
 
     def first_pass(h: torch.Tensor, y: torch.Tensor) -> None:  # h: a fresh concatenated chunk, kept as is
         first.update(h, y)
