@@ -34,7 +34,7 @@ class RunSummary:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and bool(self.claims) and all(c.get("passed") for c in self.claims)
+        return self.error is None and any(c.get("passed") for c in self.claims) and all(c.get("passed") is not False for c in self.claims)
 
 
 def summarise(path: Path, error: str | None = None) -> RunSummary:
@@ -76,7 +76,7 @@ def format_claims_table(runs: Sequence[RunSummary]) -> str:
         if r.error:
             rows.append((r.experiment, "-", "ERROR", r.error[:60], "-", "-"))
         for c in r.claims:
-            rows.append((r.experiment, c["id"], "PASS" if c["passed"] else "FAIL", _fmt(c["measured"]), _fmt(c["expected"]), _fmt(c["tolerance"])))
+            rows.append((r.experiment, c["id"], c["verdict"], _fmt(c["measured"]), _fmt(c["expected"]), _fmt(c["tolerance"])))
     widths = [min(max(len(row[i]) for row in rows), 48) for i in range(len(rows[0]))]
     lines = ["  ".join(cell[:48].ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -120,10 +120,10 @@ def build_report(runs: Sequence[RunSummary], path: Path, *, title: str = "Collap
             parts.append(f"<p class='ERROR'>The run stopped with an error: {e(r.error)}</p>")
         cfg = r.config.get("config", {})
         parts.append("<p>Configuration: <code>" + e(json.dumps(cfg, sort_keys=True)) + f"</code> (quick={e(str(r.config.get('quick')))})</p>")
-        parts.append("<table><tr><th>id</th><th>claim</th><th>source</th><th>expected</th><th>measured</th><th>tolerance</th><th>verdict</th></tr>")
+        parts.append("<table><tr><th>id</th><th>claim</th><th>source</th><th>expected</th><th>measured</th><th>tolerance</th><th>why this tolerance</th><th>verdict</th></tr>")
         for c in r.claims:
-            v = "PASS" if c["passed"] else "FAIL"
-            parts.append("<tr>" + "".join(f"<td>{e(_fmt(c[k]))}</td>" for k in ("id", "claim", "source", "expected", "measured", "tolerance")) + f"<td class='{v}'>{v}</td></tr>")
+            v = c["verdict"]
+            parts.append("<tr>" + "".join(f"<td>{e(_fmt(c[k]))}</td>" for k in ("id", "claim", "source", "expected", "measured", "tolerance", "tolerance_reason")) + f"<td class='{v}'>{v}</td></tr>")
         parts.append("</table>")
         for name, data in _figures(r.path):
             parts.append(f"<img alt='{e(name)}' title='{e(name)}' src='data:image/png;base64,{data}'>")

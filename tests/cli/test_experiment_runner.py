@@ -27,7 +27,8 @@ def _count(ctx):
         ctx.log_metrics(step=step, value=step**2)
         if step % 2 == 1:
             ctx.save_checkpoint({"step": step})
-    ctx.claim_close("sum", "sum of squares", "closed form n(n-1)(2n-1)/6", measured=sum(int(r["value"]) for r in read_metrics(ctx.folder.path)), expected=(ctx.config.steps - 1) * ctx.config.steps * (2 * ctx.config.steps - 1) / 6, tolerance=0)
+    ctx.claim_close("sum", "sum of squares", "closed form n(n-1)(2n-1)/6", measured=sum(int(r["value"]) for r in read_metrics(ctx.folder.path)), expected=(ctx.config.steps - 1) * ctx.config.steps * (2 * ctx.config.steps - 1) / 6, tolerance=0,
+                    reason="integers: exact", reference="closed form")
 
 
 @pytest.fixture
@@ -63,8 +64,8 @@ def test_resume_refuses_overrides_and_other_experiments(tmp_path, counting):
 
 def test_claims_can_fail(tmp_path, counting):
     def wrong(ctx):
-        ctx.claim_close("x", "1 == 2", "arithmetic", measured=1.0, expected=2.0, tolerance=0.5)
-        ctx.claim_at_most("y", "nan is not small", "-", measured=float("nan"), bound=1.0)
+        ctx.claim_close("x", "1 == 2", "arithmetic", measured=1.0, expected=2.0, tolerance=0.5, reason="integers", reference="arithmetic")
+        ctx.claim_at_most("y", "nan is not small", "-", measured=float("nan"), bound=1.0, reason="any finite bound", reference="NaN")
 
     _base._REGISTRY["wrong"] = Experiment("wrong", "fails", "test", CountConfig, wrong)
     r = run_experiment("wrong", out=tmp_path)

@@ -26,7 +26,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def _claim(cid: str, passed: bool = True, measured: float = 1.0) -> Claim:
-    return Claim(cid, f"claim {cid}", "spec/chen.md 6", expected=1.0, measured=measured, tolerance=1e-12, passed=passed)
+    return Claim(cid, f"claim {cid}", "Chen 2025 Thm 6", comparator="close", expected=1.0, measured=measured, tolerance={"absolute": 1e-12},
+                 tolerance_reason="float64 rounding", reference="closed form", passed=passed)
 
 
 def test_create_writes_config_and_refuses_existing(tmp_path):
@@ -80,7 +81,7 @@ def test_claims_rewritten_atomically(tmp_path, monkeypatch):
     claims = read_claims(run.path)
     assert [c["id"] for c in claims] == ["b", "a"]
     assert claims[0]["measured"] == "nan" and claims[0]["passed"] is False and claims[1]["measured"] == 2.0
-    assert set(claims[0]) == {"id", "claim", "source", "expected", "measured", "tolerance", "passed"}
+    assert set(claims[0]) == {"id", "claim", "source", "comparator", "expected", "measured", "tolerance", "tolerance_reason", "reference", "passed", "verdict"}
     assert [c.id for c in RunFolder.open(run.path).claims] == ["b", "a"]
     before = (run.path / "claims.json").read_bytes()
 
@@ -138,3 +139,26 @@ def test_bad_files_raise(tmp_path):
     with pytest.raises(DataFileError, match=r"claims.json is not valid JSON"):
         read_claims(run.path)
     assert read_claims(tmp_path) == []
+
+
+def test_claim_requires_reference_reason_and_a_known_comparator():
+    from collapselab.core.errors import DataFileError, ParameterError
+
+    with pytest.raises(ParameterError, match="independent reference"):
+        Claim("a", "c", "s", comparator="close", expected=1.0, measured=1.0, tolerance=None, tolerance_reason=" ", reference="x", passed=True)
+    with pytest.raises(ParameterError, match="comparator"):
+        Claim("a", "c", "s", comparator="roughly", expected=1.0, measured=1.0, tolerance=None, tolerance_reason="r", reference="x", passed=True)
+    with pytest.raises(ParameterError, match="not_applicable"):
+        Claim("a", "c", "s", comparator="close", expected=1.0, measured=1.0, tolerance=None, tolerance_reason="r", reference="x", passed=None)
+    na = Claim("a", "c", "s", comparator="not_applicable", expected=None, measured=None, tolerance=None, tolerance_reason="no classifier", reference="x", passed=None)
+    assert na.verdict == "N/A" and Claim.from_json(na.to_json()) == na
+    with pytest.raises(DataFileError, match="older collapselab"):
+        Claim.from_json({"id": "old", "claim": "c", "source": "s", "expected": 1, "measured": 1, "tolerance": 0, "passed": True})
+
+
+def test_claim_verdict_rules():
+    from collapselab.core.claims import verdict_at_least, verdict_at_most, verdict_close, verdict_test
+
+    assert verdict_close(1.05, 1.0, 0.1) and not verdict_close(1.2, 1.0, 0.1) and verdict_close(110.0, 100.0, 0.1, relative=True)
+    assert not verdict_close(float("nan"), 1.0, 1e9) and not verdict_at_most(float("nan"), 1.0) and not verdict_at_least(float("inf"), 1.0)
+    assert verdict_test(1e-4, 1e-3) and not verdict_test(0.5, 1e-3) and not verdict_test(float("nan"), 0.5)

@@ -5,7 +5,8 @@
     runs/<experiment>/<run-id>/
       config.json      resolved configuration, seed, versions, device
       metrics.csv      one row per logged step (append-only, flushed per row)
-      claims.json      [{"id", "claim", "source", "expected", "measured", "tolerance", "passed"}]
+      claims.json      [{"id", "claim", "source", "comparator", "expected", "measured", "tolerance",
+                         "tolerance_reason", "reference", "passed", "verdict"}] (see core.claims)
       figures/*.png    the experiment's plots
       checkpoint.pt    latest state, written atomically (temp file + rename)
       log.txt
@@ -21,16 +22,15 @@ import csv
 import datetime as _dt
 import io
 import json
-import math
 import os
 import platform
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .claims import Claim, jsonable as _jsonable
 from .errors import ConfigError, DataFileError, MissingFileError
 
 __all__ = ["Claim", "RunFolder", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "new_run_id", "read_claims", "read_metrics", "versions"]
@@ -79,41 +79,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _jsonable(x: Any) -> Any:
-    """Numbers, strings, lists and dicts; tensors/arrays become lists, non-finite floats strings."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().tolist()
-    if hasattr(x, "tolist") and not isinstance(x, (list, tuple, dict, str)):
-        x = x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One verified statement: what is claimed, where it comes from, and the verdict."""
-
-    id: str
-    claim: str
-    source: str
-    expected: Any
-    measured: Any
-    tolerance: Any
-    passed: bool
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["passed"] = bool(self.passed)
-        return _jsonable(d)
-
-
 def versions() -> dict[str, str]:
     """Versions of Python and the numerical stack, recorded in every config.json."""
     import numpy
@@ -150,7 +115,7 @@ class RunFolder:
                 self._columns = next(reader, None)
                 self._rows = sum(1 for _ in reader)
         if (self.path / CLAIMS).exists():
-            self._claims = [Claim(**c) for c in read_claims(self.path)]
+            self._claims = [Claim.from_json(c) for c in read_claims(self.path)]
 
     # -- creation --------------------------------------------------------------------
     @classmethod

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import math
 import pkgutil
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,7 +28,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..core.errors import ConfigError, ParameterError, UnknownNameError
-from ..core.store import Claim, RunFolder
+from ..core.claims import Claim, verdict_at_least, verdict_at_most, verdict_close, verdict_test
+from ..core.store import RunFolder
 from ._progress import progress
 
 __all__ = [
@@ -124,34 +124,51 @@ class RunContext:
         return progress(iterable, desc=desc or self.experiment.name, total=total, enabled=self._show_progress)
 
     # -- claims ----------------------------------------------------------------------
-    def claim(self, id: str, claim: str, source: str, *, expected: Any, measured: Any, tolerance: Any, passed: bool) -> Claim:
-        """Record a claim with an explicit verdict."""
-        c = Claim(id=id, claim=claim, source=source, expected=expected, measured=measured, tolerance=tolerance, passed=bool(passed))
+    # Every claim names the independent ``reference`` it is compared with and the error model
+    # its tolerance comes from (``reason``); see :mod:`collapselab.core.claims`.
+    def claim(self, id: str, claim: str, source: str, *, comparator: str, expected: Any, measured: Any, tolerance: Any, reason: str, reference: str, passed: bool | None) -> Claim:
+        """Record a claim with an explicit verdict (``passed=None`` only for ``not_applicable``)."""
+        c = Claim(id=id, claim=claim, source=source, comparator=comparator, expected=expected, measured=measured, tolerance=tolerance,
+                  tolerance_reason=reason, reference=reference, passed=None if passed is None else bool(passed))
         self.folder.add_claim(c)
-        self.log.info("claim %s: %s (measured %s, expected %s, tol %s)", id, "PASS" if c.passed else "FAIL", measured, expected, tolerance)
+        self.log.info("claim %s: %s (measured %s, expected %s, tol %s)", id, c.verdict, measured, expected, tolerance)
         return c
 
-    def claim_close(self, id: str, claim: str, source: str, *, measured: float, expected: float, tolerance: float, relative: bool = False) -> Claim:
+    def claim_close(self, id: str, claim: str, source: str, *, measured: float, expected: float, tolerance: float, reason: str, reference: str, relative: bool = False) -> Claim:
         """PASS iff ``|measured - expected| <= tolerance`` (times ``|expected|`` if relative)."""
         m, e = float(measured), float(expected)
-        scale = abs(e) if relative else 1.0
-        ok = math.isfinite(m) and abs(m - e) <= tolerance * scale
-        tol = f"rel {tolerance:.1e}" if relative else f"abs {tolerance:.1e}"
-        return self.claim(id, claim, source, expected=e, measured=m, tolerance=tol, passed=ok)
+        return self.claim(id, claim, source, comparator="close", expected=e, measured=m, tolerance={"relative" if relative else "absolute": float(tolerance)},
+                          reason=reason, reference=reference, passed=verdict_close(m, e, tolerance, relative=relative))
 
-    def claim_at_most(self, id: str, claim: str, source: str, *, measured: float, bound: float) -> Claim:
+    def claim_at_most(self, id: str, claim: str, source: str, *, measured: float, bound: float, reason: str, reference: str) -> Claim:
         """PASS iff ``measured <= bound``."""
         m = float(measured)
-        return self.claim(id, claim, source, expected=f"<= {bound:.3g}", measured=m, tolerance="-", passed=math.isfinite(m) and m <= bound)
+        return self.claim(id, claim, source, comparator="at_most", expected=float(bound), measured=m, tolerance=None, reason=reason, reference=reference, passed=verdict_at_most(m, bound))
 
-    def claim_at_least(self, id: str, claim: str, source: str, *, measured: float, bound: float) -> Claim:
+    def claim_at_least(self, id: str, claim: str, source: str, *, measured: float, bound: float, reason: str, reference: str) -> Claim:
         """PASS iff ``measured >= bound``."""
         m = float(measured)
-        return self.claim(id, claim, source, expected=f">= {bound:.3g}", measured=m, tolerance="-", passed=math.isfinite(m) and m >= bound)
+        return self.claim(id, claim, source, comparator="at_least", expected=float(bound), measured=m, tolerance=None, reason=reason, reference=reference, passed=verdict_at_least(m, bound))
 
-    def claim_true(self, id: str, claim: str, source: str, *, passed: bool, measured: Any = None, expected: Any = True) -> Claim:
-        """PASS iff ``passed``; ``measured`` documents what was seen."""
-        return self.claim(id, claim, source, expected=expected, measured=bool(passed) if measured is None else measured, tolerance="-", passed=passed)
+    def claim_true(self, id: str, claim: str, source: str, *, passed: bool, reason: str, reference: str, measured: Any = None, expected: Any = True) -> Claim:
+        """PASS iff ``passed``; ``measured`` documents what was seen (numbers, not sentences)."""
+        return self.claim(id, claim, source, comparator="true", expected=expected, measured=bool(passed) if measured is None else measured, tolerance=None,
+                          reason=reason, reference=reference, passed=bool(passed))
+
+    def claim_test(self, id: str, claim: str, source: str, *, test: str, statistic: float, p_value: float, level: float, reason: str, reference: str, measured: Any = None) -> Claim:
+        """A statistical test of the claim: PASS iff ``p_value <= level`` (the null hypothesis is "the claim is false").
+
+        ``test`` names the test (``"one-sided sign test over 8 seeds"``); ``reason`` says how
+        its size (seeds, samples, level) keeps a true claim's failure rate below 1e-3.
+        ``measured`` may add named numbers (medians, counts) to the statistic and p-value.
+        """
+        m = {"test": test, "statistic": float(statistic), "p_value": float(p_value), **(measured or {})}
+        return self.claim(id, claim, source, comparator="test", expected={"p_value_at_most": float(level)}, measured=m, tolerance={"level": float(level)},
+                          reason=reason, reference=reference, passed=verdict_test(float(p_value), level))
+
+    def claim_not_applicable(self, id: str, claim: str, source: str, *, why: str, reference: str) -> Claim:
+        """Record that a claim does not apply to this configuration or outcome (``why``): shown, never counted as passed."""
+        return self.claim(id, claim, source, comparator="not_applicable", expected=None, measured=None, tolerance=None, reason=why, reference=reference, passed=None)
 
 
 @dataclass(frozen=True)
@@ -164,7 +181,8 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.claims)
+        """No claim failed (not-applicable claims neither pass nor fail) and at least one was checked."""
+        return any(c.passed for c in self.claims) and all(c.passed is not False for c in self.claims)
 
 
 _REGISTRY: dict[str, Experiment] | None = None
