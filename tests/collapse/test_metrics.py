@@ -87,6 +87,36 @@ def test_collapsed_etf_gives_zero():
     assert rep.nc_margin == pytest.approx(1.5 * 3.0 * C / (C - 1), rel=1e-12)
 
 
+@pytest.mark.parametrize("batch", [None, 7])
+def test_margin_std_is_accurate_for_a_large_mean_and_a_small_spread(batch):
+    """Margins ~ 2e6 with spread ~ 2e-3: E[m^2] - E[m]^2 would lose all of it (its rounding,
+    eps E[m^2] ~ 1e-3, exceeds var ~ 4e-6); the report must match a two-pass float64 reference.
+    Each margin is a float64 logit difference, rounded to a few eps |m|, so the std can differ by
+    that much: 8 eps max|m| absolute (~4e-9 against a std of ~2e-3)."""
+    from collapselab.collapse import CollapseStatistics
+
+    rng = np.random.default_rng(12)
+    N = 200
+    labels = np.arange(N) % 2
+    side = np.where(labels == 0, 1.0, -1.0)
+    H = np.stack([side * (1e6 + 1e-3 * rng.standard_normal(N)), rng.standard_normal(N)], axis=1)
+    W = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    logits = H @ W.T
+    m = np.where(labels == 0, logits[:, 0] - logits[:, 1], logits[:, 1] - logits[:, 0])
+    ref = np.sqrt(np.mean((m - m.mean()) ** 2))  # two passes
+    if batch is None:
+        rep = collapse_report(H, labels, W)
+    else:  # streamed in batches and merged from two accumulators: the shifts of the parts differ
+        parts = [CollapseStatistics(2, weights=W) for _ in range(2)]
+        for k, i in enumerate(range(0, N, batch)):
+            parts[k % 2].update(H[i : i + batch], labels[i : i + batch])
+        rep = parts[0].merge(parts[1]).report()
+    eps = np.finfo(np.float64).eps
+    assert abs(rep.margin_std - ref) <= 8 * eps * np.abs(m).max()
+    assert rep.margin_mean == pytest.approx(m.mean(), rel=4 * eps)
+    assert rep.margin_second_moment == pytest.approx(np.mean(m**2), rel=8 * eps)
+
+
 def test_nc_margin_bound_is_attained_at_collapse():
     """Seed 004 Lemma 3.1: equality iff neural collapse, here with |w_c|^2 = n |h|^2."""
     C, d, n = 4, 6, 9

@@ -128,7 +128,12 @@ def test_integrate_collapsed_bad_times_and_method():
             integrate_collapsed(W0, P0, Y, bad)
     with pytest.raises(ParameterError, match="method must be one of 'RK45'"):
         integrate_collapsed(W0, P0, Y, [0.0, 1.0], method="rk45")
-    # collapsed_loss is batched over a leading time axis and agrees with the single-time value
+    # collapsed_loss is batched over a leading time axis and agrees with the single-time value up
+    # to rounding (a batched and a single matmul may sum in another order): each entry of
+    # W P^T - Y^T is a sum of Q products, so the losses differ by at most ~ 2 Q eps (|W| |P| + |Y|)^2
     sol = integrate_collapsed(W0, P0, Y, [0.0, 0.5, 1.0])
-    assert torch.allclose(sol.loss, torch.stack([collapsed_loss(W, P, Y) for W, P in zip(sol.W, sol.P)]), rtol=0, atol=0)
+    single = torch.stack([collapsed_loss(W, P, Y) for W, P in zip(sol.W, sol.P)])
+    Q, eps = Y.shape[0], torch.finfo(torch.float64).eps
+    scale = torch.linalg.matrix_norm(sol.W) * torch.linalg.matrix_norm(sol.P) + torch.linalg.matrix_norm(Y)
+    assert bool(((sol.loss - single).abs() <= 4 * Q * eps * scale**2).all())
     assert float(sol.loss[0]) == pytest.approx(0.5 * float(((W0 @ P0.T - Y.T) ** 2).sum()), rel=1e-15)

@@ -204,7 +204,7 @@ def build_report(
             nc_margin=sums.nc_margin,
             margin_mean=mean,
             margin_second_moment=second,
-            margin_std=None if mean is None else math.sqrt(max(second - mean * mean, 0.0)),
+            margin_std=None if sums.margin_scatter is None else math.sqrt(sums.margin_scatter / N),
             margin_min=sums.margin_min,
         )
     return CollapseReport(**vals)

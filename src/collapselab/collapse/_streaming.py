@@ -21,6 +21,12 @@ Statistics merge by addition after moving one side to the other's shift
 ``G' = G + delta^T S + S^T delta + delta^T diag(n) delta`` with ``delta = s_old - s_new``),
 which is what :meth:`CollapseStatistics.merge` and :meth:`CollapseStatistics.all_reduce` do.
 
+Margins ``m_i`` of the logits are shifted the same way: by ``K``, the mean margin of the
+first batch, so ``sum (m_i - K)`` and ``sum (m_i - K)^2`` give the variance without the
+cancellation of ``E[m^2] - E[m]^2`` (which loses ``eps E[m^2] / var`` relative precision: all
+of it at collapse, where every margin is equal); they move to another shift by the same
+identities with ``d = 1``.
+
 ``G`` is symmetric, so only its block upper triangle is accumulated (:func:`_add_upper_gram`,
 blocks of ``_GRAM_BLOCK`` columns: 10/16 of the full product's arithmetic for ``d = 512``,
 the same float64 dot products) and it is mirrored when read (:func:`_symmetric_gram`); the
@@ -51,8 +57,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ClassMoments", "SampleSums", "CollapseStatistics", "check_all_classes"]
 
-# Sample sums, in this order, in one float64 vector (so all_reduce is one call).
+# Sample sums, in this order, in one float64 vector (so all_reduce is one call); the margin
+# sums are shifted by _State.margin_shift.
 _SUM_FIELDS = ("ncc_correct", "correct", "nc4_agree", "within_dist", "global_dist", "margin_sum", "margin_sq")
+_MARGIN_SUM, _MARGIN_SQ = _SUM_FIELDS.index("margin_sum"), _SUM_FIELDS.index("margin_sq")
 # Minima, reduced with MIN: margin of the logits (with bias), NC margin of W h (no bias, ULPM Def 3.1).
 _MIN_FIELDS = ("margin_min", "nc_margin")
 # Columns per block of the triangular Gram update: wide enough for an efficient GEMM, narrow
@@ -214,7 +222,9 @@ class SampleSums:
 
     Counts are numbers of samples; ``within_dist = sum_i |h_i - m_{y_i}|`` and
     ``global_dist = sum_i |h_i - m_G|`` with ``m`` the reference means and ``m_G`` their
-    unweighted mean; margins are ``z_{y} - max_{c != y} z_c`` of the logits ``z = W h + b``;
+    unweighted mean; margins are ``m_i = z_{y} - max_{c != y} z_c`` of the logits ``z = W h + b``
+    (``margin_sum = sum m_i``, ``margin_sq = sum m_i^2``, ``margin_scatter = sum (m_i - mean m)^2``,
+    the last from shifted sums, accurate to float64 rounding even when every margin is equal);
     ``nc_margin`` is ULPM's ``q_min = min_i (w_y^T h_i - max_{c != y} w_c^T h_i)`` (no bias).
     """
 
@@ -226,6 +236,7 @@ class SampleSums:
     global_dist: float | None
     margin_sum: float | None
     margin_sq: float | None
+    margin_scatter: float | None
     margin_min: float | None
     nc_margin: float | None
 
@@ -242,6 +253,7 @@ class _State:
     gram: torch.Tensor | None
     sample: torch.Tensor
     mins: torch.Tensor
+    margin_shift: torch.Tensor  # () the shift K of the margin sums
     basis: torch.Tensor | None = None  # (d, k): gram is U^T G U (k, k) (covariance="span"), full otherwise
 
     @property
@@ -250,7 +262,7 @@ class _State:
         return self.basis.T
 
     def clone(self) -> "_State":
-        return _State(*(None if t is None else t.clone() for t in (self.shift, self.counts, self.sums, self.sq, self.gram, self.sample, self.mins, self.basis)))
+        return _State(*(None if t is None else t.clone() for t in (self.shift, self.counts, self.sums, self.sq, self.gram, self.sample, self.mins, self.margin_shift, self.basis)))
 
     def rebase(self, new_shift: torch.Tensor) -> None:
         """Move the shifted sums to ``new_shift`` (exact identities in the module docstring;
@@ -264,6 +276,15 @@ class _State:
         self.sq += 2.0 * (delta * self.sums).sum(1) + n * (delta * delta).sum(1)
         self.sums += n.unsqueeze(1) * delta
         self.shift = new_shift.clone()
+
+    def rebase_margins(self, new_shift: torch.Tensor) -> None:
+        """Move the shifted margin sums to ``new_shift`` (a 0-d tensor; the identities of
+        :meth:`rebase` with ``d = 1`` and every sample counted)."""
+        delta = self.margin_shift - new_shift
+        n = self.counts.sum()
+        self.sample[_MARGIN_SQ] += 2.0 * delta * self.sample[_MARGIN_SUM] + n * delta * delta
+        self.sample[_MARGIN_SUM] += n * delta
+        self.margin_shift = new_shift.clone()
 
 
 def check_all_classes(counts: torch.Tensor, classes: torch.Tensor, where: str) -> None:
@@ -434,6 +455,7 @@ class CollapseStatistics:
             gram=torch.zeros(k, k, dtype=f64, device=device) if self.covariance else None,
             sample=torch.zeros(len(_SUM_FIELDS), dtype=f64, device=device),
             mins=torch.full((len(_MIN_FIELDS),), math.inf, dtype=f64, device=device),
+            margin_shift=torch.zeros((), dtype=f64, device=device),
             basis=basis,
         )
         if self._weights is not None:
@@ -573,8 +595,11 @@ class CollapseStatistics:
         m = zy - other
         right = m > 0
         s[1] += right.sum()
-        s[5] += m.sum()
-        s[6] += (m * m).sum()
+        # the first batch (counts were already added) fixes the margin shift at its mean margin
+        st.margin_shift = torch.where(st.counts.sum() == B, m.mean(), st.margin_shift)
+        dm = m - st.margin_shift
+        s[_MARGIN_SUM] += dm.sum()
+        s[_MARGIN_SQ] += (dm * dm).sum()
         st.mins[0] = torch.minimum(st.mins[0], m.min())
         if ncc is not None:
             # the prediction is y where right, else the first runner-up
@@ -615,6 +640,9 @@ class CollapseStatistics:
         unseen = st.counts == 0
         st.shift[unseen] = theirs.shift[unseen]
         theirs.rebase(st.shift)
+        if not bool(st.counts.any()):
+            st.margin_shift = theirs.margin_shift.clone()
+        theirs.rebase_margins(st.margin_shift)
         st.counts += theirs.counts
         st.sums += theirs.sums
         st.sq += theirs.sq
@@ -629,9 +657,9 @@ class CollapseStatistics:
         """Sum the statistics over all ranks of ``group`` with ``torch.distributed.all_reduce``
         (in place; every rank ends with the statistics of all data; returns ``self``).
 
-        Three collectives: the count-weighted mean of the ranks' shifts (the common shift), the
-        packed sums after rebasing to it, and the minima. Use a backend that supports float64
-        (gloo, nccl).
+        Three collectives: the count-weighted means of the ranks' shifts (the common class and
+        margin shifts; skipped when neither is needed), the packed sums after rebasing to them,
+        and the minima. Use a backend that supports float64 (gloo, nccl).
         """
         import torch.distributed as dist
 
@@ -644,12 +672,20 @@ class CollapseStatistics:
             self._allocate(self._dim, self._device if self._device is not None else torch.device("cpu"))
         st = self._state
         C, d = st.sums.shape
-        if self._ref_means is None:
-            buf = torch.cat([(st.counts.unsqueeze(1) * st.shift).reshape(-1), st.counts])
+        class_shift = self._ref_means is None
+        margin_shift = self.tracks_samples and self._weights is not None
+        if class_shift or margin_shift:
+            n = st.counts.sum().reshape(1)
+            parts = ([(st.counts.unsqueeze(1) * st.shift).reshape(-1), st.counts] if class_shift else []) + (
+                [n * st.margin_shift, n] if margin_shift else []
+            )
+            buf = torch.cat(parts)
             dist.all_reduce(buf, group=group)
-            total = buf[C * d :]
-            common = buf[: C * d].reshape(C, d) / total.clamp(min=1.0).unsqueeze(1)
-            st.rebase(common)
+            if class_shift:
+                total = buf[C * d : C * d + C]
+                st.rebase(buf[: C * d].reshape(C, d) / total.clamp(min=1.0).unsqueeze(1))
+            if margin_shift:
+                st.rebase_margins(buf[-2] / buf[-1].clamp(min=1.0))
         parts = [st.counts, st.sums.reshape(-1), st.sq, st.sample] + ([st.gram.reshape(-1)] if st.gram is not None else [])
         buf = torch.cat(parts)
         dist.all_reduce(buf, group=group)
@@ -712,6 +748,8 @@ class CollapseStatistics:
         mins = dict(zip(_MIN_FIELDS, st.mins.tolist()))
         has_m, has_w = self._ref_means is not None, self._weights is not None
         margins = has_w and self.num_classes > 1
+        # the margin sums are shifted by k: sum m = dsum + n k, sum m^2 = sq + 2 k dsum + n k^2
+        n, k, dsum, sq = float(self.num_samples), float(st.margin_shift), vals["margin_sum"], vals["margin_sq"]
         return SampleSums(
             num_samples=self.num_samples,
             ncc_correct=vals["ncc_correct"] if has_m else None,
@@ -719,8 +757,9 @@ class CollapseStatistics:
             nc4_agree=vals["nc4_agree"] if has_m and has_w else None,
             within_dist=vals["within_dist"] if has_m else None,
             global_dist=vals["global_dist"] if has_m else None,
-            margin_sum=vals["margin_sum"] if margins else None,
-            margin_sq=vals["margin_sq"] if margins else None,
+            margin_sum=(dsum + n * k) if margins else None,
+            margin_sq=(sq + 2.0 * k * dsum + n * k * k) if margins else None,
+            margin_scatter=max(sq - dsum * dsum / n, 0.0) if margins else None,
             margin_min=mins["margin_min"] if margins else None,
             nc_margin=mins["nc_margin"] if margins else None,
         )
