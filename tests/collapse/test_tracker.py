@@ -1,4 +1,13 @@
-"""CollapseTracker and measure on real modules, against features computed by hand."""
+"""CollapseTracker and measure on real modules, against features computed by hand.
+
+The modules run in float64: the tracker sees the features of 64-row batches, the reference one
+300-row pass, and the two GEMMs may round differently (another blocking, another CPU kernel).
+In float64 the features then agree to ~ k eps (k <= 16 terms per dot product, ~4e-15 relative),
+and the metrics, smooth functions of class means and covariances, to about as much (a random
+relative 1e-12 perturbation of these features moves every metric by at most ~3e-12):
+``rel=1e-9`` leaves orders of margin and still catches any wrong feature or classifier. Counts
+(accuracy, NC4) agree unless a margin is within ~1e-14 of a tie.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +25,11 @@ FIELDS = ("nc1", "nc1_trace_ratio", "cdnv", "nc2_etf_error_means", "nc2_etf_erro
 
 def setup(C=4, N=300, seed=0):
     g = torch.Generator().manual_seed(seed)
-    X = torch.randn(N, 6, generator=g)
+    X = torch.randn(N, 6, generator=g, dtype=torch.float64)
     y = torch.randint(0, C, (N,), generator=g)
-    X = X + 2.0 * torch.nn.functional.one_hot(y, 6).float()
+    X = X + 2.0 * torch.nn.functional.one_hot(y, 6).double()
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, C))
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, C)).double()
     loader = DataLoader(TensorDataset(X, y), batch_size=64, shuffle=False)
     return model, loader, X, y
 
@@ -54,7 +63,7 @@ def test_measure_several_layers_in_one_pass():
     close(reps["4"], collapse_report(f4, y, model[4].weight.detach(), model[4].bias.detach()))
 
 
-@pytest.mark.parametrize("cache_bytes,passes", [(2**28, 1), (0, 2), (300 * 8 * 4 - 1, 2)])
+@pytest.mark.parametrize("cache_bytes,passes", [(2**28, 1), (0, 2), (300 * 8 * 8 - 1, 2)])
 def test_measure_runs_the_model_once_when_the_features_fit(cache_bytes, passes):
     model, loader, X, y = setup(seed=2)
     calls = []
@@ -90,10 +99,10 @@ class SmallCNN(nn.Module):
 def test_conv_feature_maps_are_pooled(pool):
     torch.manual_seed(2)
     C = 3
-    X = torch.randn(120, 1, 5, 5)
+    X = torch.randn(120, 1, 5, 5, dtype=torch.float64)
     y = torch.arange(120) % C
-    X[:, 0, 0, :] += y.unsqueeze(1).float()
-    net = SmallCNN(C)
+    X[:, 0, 0, :] += y.unsqueeze(1).double()
+    net = SmallCNN(C).double()
     loader = DataLoader(TensorDataset(X, y), batch_size=50)
     rep = measure(net, loader, C, module="conv", capture="output", pool=pool)
     with torch.no_grad():
