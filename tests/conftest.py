@@ -5,6 +5,33 @@ thread pool made them up to 100x slower (the CLI's --quick default is one thread
 Results are bit-reproducible for a fixed thread count, so every test sees the same one.
 """
 
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+def mlp_rounding_bound(params, X):
+    """Elementwise bound (N, Q) on the difference of two float64 evaluations of the MLP
+    ``x -> relu(x W^T + b) ... W^T + b`` of ``params = [(W_l, b_l)]`` that sum in different
+    orders (``nn.Linear``'s fused addmm against ``X @ W.T + b``, forward- against reverse-mode,
+    another CPU kernel): each affine map is a sum of ``n + 1`` terms, off by at most
+    ``(n + 1) eps (|W| |x| + |b|)`` per evaluation (Higham, Accuracy and Stability of Numerical
+    Algorithms, 2nd ed., section 3.5), ReLU is 1-Lipschitz and an input error ``e`` goes on as
+    ``|W| e``."""
+    eps = torch.finfo(torch.float64).eps
+    x, err = X, torch.zeros_like(X)
+    with torch.no_grad():
+        for i, (W, b) in enumerate(params):
+            n = W.shape[1]
+            err = err @ W.abs().T + 2 * (n + 1) * eps * (x.abs() @ W.abs().T + b.abs())
+            x = x @ W.T + b
+            if i < len(params) - 1:
+                x = torch.relu(x)
+    return err
+
+
+@pytest.fixture
+def rounding_bound():
+    """:func:`mlp_rounding_bound`: ``rounding_bound(params, X)`` -> (N, Q) elementwise bound."""
+    return mlp_rounding_bound

@@ -60,25 +60,7 @@ def test_theta_round_trip_and_layout():
         unflatten_params(theta[:-1], widths)
 
 
-def _rounding_bound(params, X):
-    """Elementwise bound on the difference of two float64 evaluations of the network that sum
-    in different orders (``nn.Linear``'s fused addmm against ``X @ W.T + b``, or another CPU
-    kernel): each affine map is a sum of ``n + 1`` terms, off by at most ``gamma = (n + 1) eps``
-    times ``|W| |x| + |b|`` per evaluation (Higham, Accuracy and Stability, 3.5), ReLU is
-    1-Lipschitz, and an input error ``e`` goes on as ``|W| e``."""
-    eps = torch.finfo(f64).eps
-    x, err = X, torch.zeros_like(X)
-    for i, (W, b) in enumerate(params):
-        n = W.shape[1]
-        err = W.abs() @ err.T + 2 * (n + 1) * eps * (W.abs() @ x.abs().T + b.abs().unsqueeze(1))
-        err = err.T
-        x = x @ W.T + b
-        if i < len(params) - 1:
-            x = torch.relu(x)
-    return err
-
-
-def test_forward_paths_agree_with_module():
+def test_forward_paths_agree_with_module(rounding_bound):
     torch.manual_seed(1)
     widths = [3, 6, 4, 2]
     net = ReLUNet(widths)
@@ -97,7 +79,7 @@ def test_forward_paths_agree_with_module():
                 x = x if k == len(Ws) - 1 else [max(v, 0.0) for v in x]
             manual.append(x)
         manual = torch.tensor(manual, dtype=f64)
-        bound = _rounding_bound(params, X)
+        bound = rounding_bound(params, X)
         assert bool(((out - manual).abs() <= bound).all())
         assert float(bound.max()) < 1e-13  # the bound is tight enough to catch a wrong layer
         # forward, hidden_layers and stacked_outputs share one code path (X @ W.T + b): equal
@@ -114,7 +96,7 @@ def test_forward_paths_agree_with_module():
     assert net.depth == 2
 
 
-def test_functional_matches_module_and_finite_differences():
+def test_functional_matches_module_and_finite_differences(rounding_bound):
     torch.manual_seed(3)
     widths = [3, 4, 2]
     net = ReLUNet(widths)
@@ -125,7 +107,7 @@ def test_functional_matches_module_and_finite_differences():
         assert torch.equal(f(theta0, X), net(X))
     shifted = theta0 + 0.1 * torch.randn(theta0.shape[0], dtype=f64, generator=_gen(5))
     # the module (fused addmm) against X @ W.T + b: equal up to the rounding bound
-    bound = _rounding_bound(unflatten_params(shifted, widths), X).reshape(-1)
+    bound = rounding_bound(unflatten_params(shifted, widths), X).reshape(-1)
     assert bool(((f(shifted, X).reshape(-1) - stacked_outputs(shifted, widths, X)).abs() <= bound).all())
     # the Jacobian through torch.func against central differences
     J = torch.func.jacrev(lambda t: stacked_outputs(t, widths, X))(theta0)

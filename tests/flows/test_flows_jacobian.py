@@ -34,7 +34,7 @@ def test_jacfwd_branch_for_underparametrised(relu_problem):
     assert torch.allclose(D, _finite_difference_jacobian(omap, theta), atol=1e-8, rtol=0)
 
 
-def test_jvp_vjp_match_dense(relu_problem):
+def test_jvp_vjp_match_dense(relu_problem, rounding_bound):
     _, omap, theta, _ = relu_problem([3, 7, 5, 2], 9)
     D = omap.jacobian(theta)
     g = torch.Generator().manual_seed(3)
@@ -44,7 +44,9 @@ def test_jvp_vjp_match_dense(relu_problem):
     out2, Dtu = omap.vjp(theta, u)
     assert torch.allclose(Dv, D @ v, atol=1e-12, rtol=1e-12)
     assert torch.allclose(Dtu, D.T @ u, atol=1e-12, rtol=1e-12)
-    assert torch.equal(out, out2)
+    # forward and reverse mode evaluate the outputs through different kernels: equal up to rounding
+    bound = rounding_bound(unflatten_params(theta, [3, 7, 5, 2]), omap.X).reshape(-1)
+    assert bool(((out - out2).abs() <= bound).all())
 
 
 @pytest.mark.parametrize("widths,n", [([3, 7, 5, 2], 9), ([4, 6, 6, 6, 3], 11), ([2, 3], 5)])
