@@ -17,6 +17,8 @@ import torch
 from collapselab.collapse import CollapseStatistics, collapse_report
 from collapselab.collapse._streaming import _GRAM_BLOCK, _add_upper_gram, _first_index, _symmetric_gram
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 @pytest.mark.parametrize("d", [5, _GRAM_BLOCK, 2 * _GRAM_BLOCK + 44])
 def test_block_triangular_gram_equals_the_full_product(d):

@@ -23,6 +23,8 @@ from collapselab.collapse import (
 )
 from collapselab.core.data import etf_features, simplex_etf
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 KEYS = [
     "nc1", "nc1_trace_ratio", "rank", "cdnv", "nc2_equinorm_means", "nc2_equiangular_means", "nc2_etf_error_means",
     "ncc_accuracy", "nc2_equinorm_weights", "nc2_equiangular_weights", "nc2_etf_error_weights", "nc3",

@@ -10,6 +10,8 @@ from collapselab.core.errors import ParameterError
 
 from .test_streaming import REPORT_FIELDS, assert_reports_close, problem
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def two_pass(H, y, W, b, covariance, batch=64):
     means = CollapseStatistics(5, covariance=False).update(H, y).means()

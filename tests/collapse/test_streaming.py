@@ -13,6 +13,8 @@ import torch.multiprocessing as mp
 
 from collapselab.collapse import CollapseStatistics, collapse_report
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 REPORT_FIELDS = ("nc1", "nc1_trace_ratio", "cdnv", "nc2_etf_error_means", "nc2_equinorm_means", "nc3",
                  "nc3_self_duality_error", "accuracy", "ncc_accuracy", "nc4", "margin_mean", "margin_std",
                  "margin_min", "nc_margin", "ulpm_within_class_variation")

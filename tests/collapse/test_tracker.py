@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from collapselab.collapse import CollapseTracker, collapse_report, last_linear, measure
 from collapselab.core.errors import ParameterError, UnknownNameError
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 FIELDS = ("nc1", "nc1_trace_ratio", "cdnv", "nc2_etf_error_means", "nc2_etf_error_weights", "nc3", "nc4",
           "accuracy", "ncc_accuracy", "bias_collapse", "margin_mean", "nc_margin", "ulpm_within_class_variation")
 

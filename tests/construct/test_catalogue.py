@@ -17,6 +17,8 @@ from collapselab.construct import CONSTRUCTIONS, ce23_cost, ce24_cost, construct
 
 from .problems import DTYPES, PROBLEMS, Problem
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _cost(kind: str, out: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor) -> float:
     """The papers' costs written out directly (not via the library)."""

@@ -16,6 +16,8 @@ from collapselab.core.network import stacked_outputs, flatten_params
 
 from .problems import two_axes
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _weighted_lstsq(T: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor, bias: bool = False) -> float:
     """min_W sum_j 1/N_j sum_i |W t - y_j|^2 by a direct weighted least squares (numpy), as a norm."""

@@ -12,6 +12,8 @@ from collapselab.construct import barycentric_lsq, barycentric_noise, construct_
 from collapselab.core.data import gaussian_clusters
 from collapselab.core.errors import AssumptionError, EmptyClassError, LabelError, ParameterError, ShapeError, SingularError
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _direct_lsq(T: np.ndarray, labels: np.ndarray, Y: np.ndarray, bias: bool) -> float:
     """min over (W[, b]) of sum_j 1/N_j sum_i |W t + b - y_j|^2 by numpy's lstsq, as a norm."""

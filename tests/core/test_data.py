@@ -19,6 +19,8 @@ from collapselab.core.data import (
 )
 from collapselab.core.errors import EmptyClassError, LabelError, NonFiniteError, ParameterError, ShapeError
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _X(n: int = 5, m: int = 3) -> np.ndarray:
     return np.arange(n * m, dtype=np.float64).reshape(n, m)

@@ -30,6 +30,8 @@ from collapselab.core.geometry import (
 )
 from collapselab.core.network import ReLUNet, hidden_layers
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 f64 = torch.float64
 
 

@@ -23,6 +23,8 @@ from collapselab.core.network import (
     unflatten_params,
 )
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 f64 = torch.float64
 
 

@@ -15,6 +15,8 @@ from collapselab.effective import (
     sector_moments,
 )
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _rel(a, b):
     return float((a - b).norm() / b.norm())

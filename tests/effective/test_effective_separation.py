@@ -22,6 +22,8 @@ from collapselab.effective import (
     separation_violations,
 )
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _first_violations(state, data):
     """``(L, Q)`` counts from the true forward pass: first foreign layer with some ``z_a <= 0``."""

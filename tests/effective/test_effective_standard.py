@@ -19,6 +19,8 @@ from collapselab.effective import (
     spectral_gap,
 )
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def test_t18_conserved_matrix_and_rate_bound():
     g = torch.Generator().manual_seed(0)

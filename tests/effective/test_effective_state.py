@@ -20,6 +20,8 @@ from collapselab.effective import (
     state_to_network,
 )
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def test_network_round_trip_and_composition_identity():
     g = torch.Generator().manual_seed(1)

@@ -10,6 +10,8 @@ from collapselab.core.errors import ParameterError, ShapeError
 from collapselab.core.network import stacked_outputs, unflatten_params
 from collapselab.flows import OutputMap, mlp_widths, relu_gram
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _finite_difference_jacobian(omap: OutputMap, theta: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     cols = []

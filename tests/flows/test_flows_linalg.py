@@ -10,6 +10,8 @@ from collapselab.core.errors import ParameterError, ShapeError
 from collapselab.flows import GramSolve, cg_solve, cholesky_solve, least_squares_solve
 from collapselab.flows.linalg import DEFAULT_SHIFT, LowPrecisionCholesky, refined_pullback, symmetric_matvec
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _psd(n: int, rank: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

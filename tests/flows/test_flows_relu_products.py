@@ -9,6 +9,8 @@ from collapselab.core.errors import ShapeError
 from collapselab.core.network import hidden_layers, unflatten_params
 from collapselab.flows.relu_products import relu_jvp, relu_vjp
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 @pytest.mark.parametrize("widths,n", [([3, 7, 5, 2], 9), ([4, 6, 6, 6, 3], 11), ([2, 3], 5), ([16, 64, 64, 4], 40)])
 def test_products_equal_the_dense_jacobian(relu_problem, widths, n):

@@ -18,6 +18,8 @@ from collapselab.toy import (
     scale_invariant_layers,
 )
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _bias_free_net(widths, seed=0):
     torch.manual_seed(seed)

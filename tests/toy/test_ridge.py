@@ -11,6 +11,8 @@ from collapselab.core.data import simplex_etf
 from collapselab.core.errors import AssumptionError, ParameterError, ShapeError
 from collapselab.toy import collapsed_ridge, theorem3_check, ufm_mse_loss, ufm_mse_optimum, ufm_mse_point
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 def _lstsq(means, N, lam, bias):
     """Ridge by an independent route: materialised data, augmented least squares in numpy."""

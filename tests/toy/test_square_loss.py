@@ -25,6 +25,8 @@ from collapselab.toy import (
 )
 from collapselab.toy.dynamics import bias_free_forward
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 MARGINS = torch.tensor([0.3, 0.1, 0.25, -0.05, 0.2, 0.15], dtype=torch.float64)
 MU, M = float(MARGINS.mean()), float(MARGINS.square().mean())
 

@@ -12,6 +12,8 @@ from collapselab.core.errors import ConfigError, DivergenceError, EmptyClassErro
 from collapselab.train import MLP, Checkpoint, TrainConfig, Trainer, log_spaced_epochs
 from collapselab.train._batches import EpochBatches
 
+pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
+
 
 @pytest.fixture(scope="module")
 def data():
