@@ -7,8 +7,21 @@ Results are bit-reproducible for a fixed thread count, so every test sees the sa
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 torch.set_num_threads(1)
+
+# Property tests (hypothesis): a fixed, bounded search, the same examples on every run and
+# machine (derandomize), no example database written into the checkout.
+settings.register_profile(
+    "collapselab",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("collapselab")
 
 
 def mlp_rounding_bound(params, X):

@@ -42,6 +42,11 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else math.nan
 
 
+def _largest(angles: torch.Tensor) -> float:
+    """The largest principal angle; NaN when a subspace is {0} (equal class means or W = 0)."""
+    return float(angles.max()) if angles.numel() else math.nan
+
+
 def _finite_or_none(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -182,7 +187,7 @@ def build_report(
             nc2_etf_error_weights=m.etf_error(Wr @ Wr.T),
             nc3=m.nc3_distance(W, mc),
             nc3_self_duality_error=m.self_duality_error(W, mc),
-            nc3_max_principal_angle=float(m.row_space_angles(m.row_basis(W, tol)[1], v_m).max()),
+            nc3_max_principal_angle=_largest(m.row_space_angles(m.row_basis(W, tol)[1], v_m)),
             bias_collapse=m.bias_collapse_norm(W, b, mom.global_mean(global_mean)),
             ulpm_self_duality=m.ulpm_self_duality(W, mc),
             nc_margin_bound=m.nc_margin_bound(W, mom.feature_norm_sq(), C, mom.num_samples),

@@ -114,7 +114,9 @@ class ClassMoments:
 
     counts: (C,) int64 ``N_c``; origin: (d,) a reference point and offsets: (C, d) the class
     means relative to it, ``mu_c = origin + offsets_c`` (kept apart so that differences of
-    means do not inherit the rounding of a large common offset); within: the within-class
+    means do not inherit the rounding of a large common offset); means: (C, d) the class means
+    ``mu_c`` themselves, each to its own precision (``s_c + S_c / N_c``: ``origin + offsets_c``
+    would lose a small mean next to a large origin); within: the within-class
     covariance ``Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``, either all of it
     (d, d) (``basis`` None) or its restriction ``U^T Sigma_W U`` (k, k) to the span of an
     orthonormal ``basis`` U (d, k) (``covariance="span"``); class_vars: (C,)
@@ -125,6 +127,7 @@ class ClassMoments:
     counts: torch.Tensor
     origin: torch.Tensor
     offsets: torch.Tensor
+    means: torch.Tensor
     within: torch.Tensor
     class_vars: torch.Tensor
     classes: torch.Tensor
@@ -180,11 +183,6 @@ class ClassMoments:
     def dim(self) -> int:
         """``d``."""
         return int(self.offsets.shape[1])
-
-    @property
-    def means(self) -> torch.Tensor:
-        """(C, d) class means ``mu_c``."""
-        return self.origin + self.offsets
 
     def _centre(self, kind: str) -> torch.Tensor:
         check_param("global_mean", kind, OneOf(["unweighted", "weighted"]), "ClassMoments")
@@ -733,6 +731,7 @@ class CollapseStatistics:
             counts=n.round().to(torch.int64),
             origin=origin,
             offsets=(st.shift - origin) + scaled,
+            means=st.shift + scaled,
             within=within,
             class_vars=class_vars,
             classes=self.classes,
