@@ -439,7 +439,12 @@ def read_npz(path: str | Path, required: Sequence[str], optional: Sequence[str] 
         try:
             return {k: archive[k] for k in (*required, *optional) if k in keys}
         except ValueError as exc:
+            if "allow_pickle" not in str(exc):
+                raise DataFileError(f"{where}: {p} holds a damaged array ({exc}); save it again with {savez}") from None
             raise DataFileError(f"{where}: {p} holds an array that cannot be read without pickle ({exc}); store plain numeric arrays") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
+            # members are read lazily: a wrong CRC, a cut or garbled compressed stream shows here
+            raise DataFileError(f"{where}: {p} is a damaged .npz archive ({type(exc).__name__}: {exc}); save it again with {savez}") from None
 
 
 def load_npz(
