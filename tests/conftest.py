@@ -21,6 +21,8 @@ settings.register_profile(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+# A longer random search for developers: pytest --hypothesis-profile=thorough tests
+settings.register_profile("thorough", parent=settings.get_profile("collapselab"), max_examples=1000, derandomize=False)
 settings.load_profile("collapselab")
 
 

@@ -73,7 +73,8 @@ from torch import nn
 from ..core.errors import LabelError, ParameterError, ShapeError
 from ..core.network import hidden_layers, unflatten_params
 from ..core.types import Inputs, Matrix, Theta, Vector
-from ..core.validation import Interval, OneOf, check_finite, check_matrix, check_param
+from ..core.data import as_label_tensor
+from ..core.validation import Interval, OneOf, as_tensor, check_finite, check_matrix, check_param
 from .gram import relu_gram, row_gram
 from .integrate import RANK_LOSS_POLICIES
 from .jacobian import OutputMap
@@ -101,16 +102,22 @@ def choose_linalg(omap: OutputMap, num_params: int, num_outputs: int, itemsize: 
     return "matrix_free"
 
 
-def stacked_targets(targets: torch.Tensor, num_samples: int, Y: torch.Tensor | None, where: str, *, dtype: torch.dtype, device: torch.device) -> Vector:
-    """Targets ``(N, Q)``, or labels ``(N,)`` with ``Y (Q, Q)`` (identity if None), as ``y`` in ``R^{QN}``."""
+def stacked_targets(
+    targets: torch.Tensor, num_samples: int, Y: torch.Tensor | None, where: str, *, dtype: torch.dtype, device: torch.device, num_outputs: int | None = None
+) -> Vector:
+    """Targets ``(N, Q)`` (floats), or labels ``(N,)`` (integers) with ``Y (Q, Q)`` (identity of
+    size ``num_outputs`` if None, default the largest label + 1), as ``y`` in ``R^{QN}``;
+    tensors or arrays."""
+    targets = as_tensor(targets, "targets", where, dtype=None)
     if not targets.is_floating_point():
-        labels = targets.to(device=device, dtype=torch.int64)
-        if labels.ndim != 1 or labels.shape[0] != num_samples:
+        labels = as_label_tensor(targets, where).to(device)
+        if labels.shape[0] != num_samples:
             raise ShapeError(f"{where}: labels must have shape ({num_samples},), got {tuple(labels.shape)}")
-        q = int(labels.max()) + 1 if Y is None else Y.shape[0]
+        Y = None if Y is None else check_matrix(Y, "Y", where, dtype=dtype, device=device)
+        q = Y.shape[0] if Y is not None else num_outputs if num_outputs is not None else int(labels.max()) + 1
         if int(labels.min()) < 0 or int(labels.max()) >= q:
             raise LabelError(f"{where}: labels must lie in [0, {q}), got range [{int(labels.min())}, {int(labels.max())}]; pass Y with one row per class")
-        Yt = torch.eye(q, dtype=dtype, device=device) if Y is None else check_matrix(Y, "Y", where, dtype=dtype, device=device)
+        Yt = torch.eye(q, dtype=dtype, device=device) if Y is None else Y
         return Yt[labels].reshape(-1)
     t = check_matrix(targets, "targets", where, dtype=dtype, device=device)
     if t.shape[0] != num_samples:
@@ -263,10 +270,21 @@ class AdaptedFlow:
             raise ParameterError(f"{where}: the model has no parameters to train")
         dtype, device = params[0].dtype, params[0].device
         X = check_matrix(X, "X", where, dtype=dtype, device=device)
+        if X.shape[0] == 0:
+            raise ShapeError(f"{where}: X has no samples (shape {tuple(X.shape)}); pass at least one row")
         self.model = model
         self.omap, theta = OutputMap.from_module(model, X)
-        self.y = check_finite(stacked_targets(targets, X.shape[0], Y, where, dtype=dtype, device=device), "targets", where)
         self.theta = check_finite(theta, "model parameters", where)
+        # outputs at theta; the linearisation (Gram, pullback) is built when a step needs it,
+        # so a run that stops (converged, max steps) never pays for one it does not use
+        try:
+            self._outputs, self._lin = self._outputs_at(self.theta), None
+        except RuntimeError as exc:  # the one place a model meets X: a shape it cannot take
+            raise ShapeError(f"{where}: {type(model).__name__} cannot run on X of shape {tuple(X.shape)} ({str(exc).splitlines()[0]}); pass inputs of the model's input size") from None
+        q_out = self._outputs.numel() // X.shape[0]
+        self.y = check_finite(stacked_targets(targets, X.shape[0], Y, where, dtype=dtype, device=device, num_outputs=q_out), "targets", where)
+        if self.y.shape != self._outputs.shape:
+            raise ShapeError(f"{where}: the targets give {self.y.numel() // X.shape[0]} values per sample but the model has {q_out} outputs; pass targets (N, {q_out}) or Y with {q_out} columns")
         qn, k = self.y.shape[0], self.theta.shape[0]
         if linalg == "structured" and not self.omap.is_mlp:
             raise ParameterError(f"{where}: linalg='structured' needs a ReLU MLP (ReLUNet or Sequential of Linear/ReLU), got {type(model).__name__}; use 'auto'")
@@ -278,9 +296,6 @@ class AdaptedFlow:
         self.h_max, self.h, self.min_step, self.tol = float(step), float(step), float(min_step), float(tol)
         self.cg_max_iter, self.cg_rtol, self.on_rank_loss = cg_max_iter, cg_rtol, on_rank_loss
         self.s, self.steps, self.rejected, self._last_rank = 0.0, 0, 0, self.full_rank
-        # outputs at theta; the linearisation (Gram, pullback) is built when a step needs it,
-        # so a run that stops (converged, max steps) never pays for one it does not use
-        self._outputs, self._lin = self._outputs_at(self.theta), None
         n = self.omap.num_samples
         self.recorder = TrajectoryRecorder(self._outputs, self.y, n, record_outputs)
         self.max_steps = max_steps if max_steps is not None else self.predicted_steps(self.cost, tol, step) * 3 + 50
