@@ -70,7 +70,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.errors import LabelError, ParameterError, ShapeError
+from ..core.errors import LabelError, NonFiniteError, ParameterError, ShapeError
 from ..core.network import hidden_layers, unflatten_params
 from ..core.types import Inputs, Matrix, Theta, Vector
 from ..core.data import as_label_tensor
@@ -285,6 +285,11 @@ class AdaptedFlow:
         self.y = check_finite(stacked_targets(targets, X.shape[0], Y, where, dtype=dtype, device=device, num_outputs=q_out), "targets", where)
         if self.y.shape != self._outputs.shape:
             raise ShapeError(f"{where}: the targets give {self.y.numel() // X.shape[0]} values per sample but the model has {q_out} outputs; pass targets (N, {q_out}) or Y with {q_out} columns")
+        if not math.isfinite(self._cost_of(self._outputs)):
+            raise NonFiniteError(
+                f"{where}: the initial cost (1/2N)|f(X) - Y|^2 is not finite in {dtype} (largest |output| {float(self._outputs.abs().max()):.3g}, "
+                f"largest |target| {float(self.y.abs().max()):.3g}); rescale the inputs or targets"
+            )
         qn, k = self.y.shape[0], self.theta.shape[0]
         if linalg == "structured" and not self.omap.is_mlp:
             raise ParameterError(f"{where}: linalg='structured' needs a ReLU MLP (ReLUNet or Sequential of Linear/ReLU), got {type(model).__name__}; use 'auto'")
@@ -350,6 +355,9 @@ class AdaptedFlow:
             if d is None:  # beyond the float32 path (module docstring): full precision from here on
                 self.precision, self._lin, self._buffers = "full", _linearise(self.omap, self.theta, self.linalg), None
         if d is None:
+            if self._lin.gram is not None and not bool(torch.isfinite(torch.diagonal(self._lin.gram)).all()):
+                # |G_ij| <= sqrt(G_ii G_jj): a finite diagonal bounds the whole Gram
+                return Status.NON_FINITE, f"the Gram D D^T overflows {self._lin.gram.dtype} at step {self.steps}; rescale the inputs"
             # plain Cholesky succeeds only on a Gram of full size QN: never when K < QN, and once the Gram
             # turned singular it stays so near the solution, so skip the (failing) attempt then
             d = _gauss_newton(self._lin, r, self.cg_max_iter, self.cg_rtol, try_cholesky=self._last_rank >= r.shape[0])

@@ -413,6 +413,11 @@ def load_fashion_mnist(
 # -- user arrays -----------------------------------------------------------------------
 
 
+# What zipfile and zlib raise for a damaged archive: a bad header, directory or CRC, a cut or
+# garbled compressed stream, a version or compression method it does not know.
+_DAMAGED_ZIP = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+
+
 def read_npz(path: str | Path, required: Sequence[str], optional: Sequence[str] = (), *, where: str = "read_npz") -> dict[str, np.ndarray]:
     """The named arrays of an ``.npz`` archive: every ``required`` one (else DataFileError
     naming the missing array and the ones present) and those ``optional`` ones it has.
@@ -429,7 +434,7 @@ def read_npz(path: str | Path, required: Sequence[str], optional: Sequence[str] 
         raise DataFileError(f"{where}: {p} is not an .npz archive (no zip header); save with {savez}")
     try:
         archive = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, *_DAMAGED_ZIP) as exc:
         raise DataFileError(f"{where}: {p} is not a readable .npz archive ({exc}); save with {savez}") from None
     with archive:
         keys = list(archive.files)
@@ -442,7 +447,7 @@ def read_npz(path: str | Path, required: Sequence[str], optional: Sequence[str] 
             if "allow_pickle" not in str(exc):
                 raise DataFileError(f"{where}: {p} holds a damaged array ({exc}); save it again with {savez}") from None
             raise DataFileError(f"{where}: {p} holds an array that cannot be read without pickle ({exc}); store plain numeric arrays") from None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
+        except _DAMAGED_ZIP as exc:
             # members are read lazily: a wrong CRC, a cut or garbled compressed stream shows here
             raise DataFileError(f"{where}: {p} is a damaged .npz archive ({type(exc).__name__}: {exc}); save it again with {savez}") from None
 
