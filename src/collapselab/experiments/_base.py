@@ -8,6 +8,14 @@ Configuration is a pydantic model (extra keys forbidden). ``--set key=value`` va
 are parsed as JSON when they parse (numbers, booleans, lists) and as strings
 otherwise, then validated by the model; ``--quick`` applies the experiment's
 ``quick`` overrides first.
+
+A run writes ``status.json`` (``running`` at the start and on ``--resume``, then
+``finished`` or ``failed`` with the error), so that a report tells a finished run from
+one that stopped. ``--resume`` continues with the recorded configuration, device and
+thread count (a different ``--device`` or ``--threads`` is refused); the run folder
+checks metrics.csv, checkpoint.pt and config.json against each other
+(:meth:`collapselab.core.store.RunFolder.load_checkpoint`), and without a checkpoint the run
+starts over, saying so on stderr and in log.txt.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import logging
 import pkgutil
 import random
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,11 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core.errors import ConfigError, ParameterError, UnknownNameError
+from ..core.errors import CollapseLabError, ConfigError, DataFileError, ParameterError, UnknownNameError
 from ..core.claims import Claim, verdict_at_least, verdict_at_most, verdict_close, verdict_test
-from ..core.store import RunFolder
+from ..core.store import RunFolder, storage_errors
 from ._progress import progress
 
 __all__ = [
@@ -37,9 +46,11 @@ __all__ = [
     "ExperimentConfig",
     "RunContext",
     "RunResult",
+    "execute",
     "experiments",
     "folder_logging",
     "get_experiment",
+    "notice",
     "parse_overrides",
     "resolve_device",
     "run_experiment",
@@ -54,7 +65,7 @@ class ExperimentConfig(BaseModel):
     """Base of every experiment's configuration: unknown keys are errors; ``seed`` always exists."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1)  # numpy's and torch's seeds are non-negative 64-bit integers
 
 
 @dataclass(frozen=True)
@@ -115,10 +126,10 @@ class RunContext:
         """Save a matplotlib figure as ``figures/<name>.png`` and close it."""
         import matplotlib.pyplot as plt
 
-        path = self.figure_path(name if name.endswith(".png") else f"{name}.png")
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        return path
+        try:
+            return self.folder.save_figure(fig, name if name.endswith(".png") else f"{name}.png")
+        finally:
+            plt.close(fig)
 
     def progress(self, iterable: Iterable[Any], *, desc: str = "", total: int | None = None) -> Any:
         return progress(iterable, desc=desc or self.experiment.name, total=total, enabled=self._show_progress)
@@ -252,8 +263,13 @@ def resolve_config(exp: Experiment, overrides: Mapping[str, Any], quick: bool) -
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The torch device named by ``--device`` (default CPU); CUDA must be available."""
-    dev = torch.device(device or "cpu")
+    """The torch device named by ``--device`` (default CPU): ``cpu``, ``cuda`` or ``cuda:N``; CUDA must be available."""
+    try:
+        dev = torch.device(device or "cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise ParameterError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ParameterError(f"--device {device!r} is not supported: use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("--device cuda was asked for but torch.cuda.is_available() is False on this machine")
     return dev
@@ -276,7 +292,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 @contextmanager
 def folder_logging(folder: RunFolder) -> Iterator[None]:
     """Inside: the ``collapselab`` loggers' records (INFO and up) are appended to the folder's log.txt."""
-    handler = logging.FileHandler(folder.log_file)
+    with storage_errors(folder.log_file):
+        handler = _LogFile(folder.log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("collapselab")
     root.addHandler(handler)
@@ -287,7 +304,24 @@ def folder_logging(folder: RunFolder) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
-        handler.close()
+        try:
+            handler.close()
+        except OSError:  # a full disk: the run's own error (if any) says so
+            pass
+
+
+class _LogFile(logging.FileHandler):
+    """log.txt: a line that cannot be written (full disk) is dropped without a traceback;
+    the run's writes of metrics, claims and checkpoints report the disk error themselves."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def notice(message: str) -> None:
+    """A warning the user must see: in log.txt (when inside :func:`folder_logging`) and on stderr."""
+    log.warning(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def run_experiment(
@@ -300,32 +334,81 @@ def run_experiment(
     resume: Path | str | None = None,
     show_progress: bool | None = None,
     threads: int | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     """Run one experiment into a fresh run folder (or continue ``resume``) and return its claims.
 
     ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards); ``None``
-    keeps the current setting. Results are bit-reproducible for a fixed thread count.
+    keeps the current setting (on ``--resume``: the recorded one). Results are
+    bit-reproducible for a fixed thread count. ``run_id`` names the folder below
+    ``out/NAME`` (default: a UTC timestamp).
     """
-    exp = get_experiment(name)
-    dev = resolve_device(device)
+    return execute(get_experiment(name), overrides, out=out, device=device, quick=quick, resume=resume, show_progress=show_progress, threads=threads, run_id=run_id)
+
+
+def _reopen(exp: Experiment, resume: Path, overrides: Mapping[str, Any] | None, device: str | torch.device | None, threads: int | None) -> tuple[RunFolder, ExperimentConfig, bool, torch.device, int | None]:
+    """The run folder of ``--resume`` with its recorded configuration, quick flag, device and threads."""
+    folder = RunFolder.open(resume)
+    doc = folder.config
+    if doc.get("experiment") != exp.name:
+        raise ConfigError(f"--resume {resume} is a run of {doc.get('experiment')!r}, not {exp.name!r}")
+    if overrides:
+        raise ConfigError("--resume continues a run with its recorded configuration; drop --set")
+    try:
+        config = exp.config(**doc["config"])
+    except ValidationError as exc:
+        raise DataFileError(f"{folder.path / 'config.json'}: the recorded configuration is not valid for {exp.name} ({exc.errors()[0]['msg']}); start a new run") from None
+    recorded_device, recorded_threads = doc.get("device", "cpu"), doc.get("threads")
+    if device is not None and resolve_device(device) != torch.device(recorded_device):
+        raise ConfigError(f"--resume {resume}: --device {device} differs from the recorded {recorded_device}; drop --device (a resumed run keeps its device, or its numbers would change)")
+    if threads is not None and recorded_threads is not None and threads != recorded_threads:
+        raise ConfigError(f"--resume {resume}: --threads {threads} differs from the recorded {recorded_threads}; drop --threads (a resumed run keeps its thread count, or its numbers would change)")
+    return folder, config, bool(doc.get("quick", False)), resolve_device(recorded_device), threads if recorded_threads is None else int(recorded_threads)
+
+
+def execute(
+    exp: Experiment,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    out: Path | str = "runs",
+    device: str | torch.device | None = None,
+    quick: bool = False,
+    resume: Path | str | None = None,
+    show_progress: bool | None = None,
+    threads: int | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """:func:`run_experiment` of a given :class:`Experiment` (also one not in the registry: sweeps' worker processes)."""
     if threads is not None and threads < 1:
         raise ParameterError(f"run_experiment: threads must be >= 1, got {threads}")
     if resume is not None:
-        folder = RunFolder.open(Path(resume))
-        doc = folder.config
-        if doc.get("experiment") != exp.name:
-            raise ConfigError(f"--resume {resume} is a run of {doc.get('experiment')!r}, not {exp.name!r}")
-        if overrides:
-            raise ConfigError("--resume continues a run with its recorded configuration; drop --set")
-        config = exp.config(**doc["config"])
-        quick = bool(doc.get("quick", False))
-        checkpoint = folder.load_checkpoint()
+        folder, config, quick, dev, threads = _reopen(exp, Path(resume), overrides, device, threads)
     else:
+        dev = resolve_device(device)
         config = resolve_config(exp, overrides or {}, quick)
-        folder = RunFolder.create(Path(out), exp.name, config.model_dump(), extra={"quick": quick, "device": str(dev), "seed": config.seed, "threads": threads or torch.get_num_threads()})
-        checkpoint = None
+        extra = {"quick": quick, "device": str(dev), "seed": config.seed, "threads": threads or torch.get_num_threads()}
+        folder = RunFolder.create(Path(out), exp.name, config.model_dump(), run_id=run_id, extra=extra)
     with folder_logging(folder), torch_threads(threads):
-        ctx = RunContext(exp, config, folder, dev, quick, checkpoint, show_progress)
+        checkpoint = None
+        if resume is not None:
+            checkpoint = folder.load_checkpoint()
+            if checkpoint is None:
+                notice(f"{folder.path}: no checkpoint, starting again (metrics and claims of the earlier attempt dropped)")
+            else:
+                dropped = f"; dropped {folder.dropped_rows} metrics row(s) logged after it" if folder.dropped_rows else ""
+                log.info("resumed %s from its checkpoint at metrics row %d%s", folder.path, folder.resumed_at, dropped)
+        folder.write_status("running")
         log.info("running %s into %s (quick=%s, device=%s, threads=%d)", exp.name, folder.path, quick, dev, torch.get_num_threads())
-        exp.run(ctx)
+        try:
+            ctx = RunContext(exp, config, folder, dev, quick, checkpoint, show_progress)
+            exp.run(ctx)
+        except BaseException as exc:
+            message = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            log.error("%s stopped: %s", exp.name, message, exc_info=not isinstance(exc, (CollapseLabError, KeyboardInterrupt)))
+            try:
+                folder.write_status("failed", error=message)
+            except OSError:  # the disk that stopped the run may refuse this too; the run then reads as incomplete
+                pass
+            raise
+        folder.write_status("finished")
     return RunResult(exp.name, folder.path, folder.claims)
