@@ -138,13 +138,15 @@ def format_text(collection: Collection) -> str:
     """The terminal table: one line per claim of single runs, a pass-rate table per sweep, training runs, headline."""
     lines: list[str] = []
     rows: list[Sequence[str]] = [("experiment", "id", "verdict", "measured", "expected", "tolerance")]
-    for r in (e for e in collection.entries if isinstance(e, RunSummary)):
+    singles = [e for e in collection.entries if isinstance(e, RunSummary)]
+    for r in singles:
         if r.verdict != "PASS":
-            rows.append((r.experiment, "-", r.verdict, r.detail, "-", str(r.path)))
+            rows.append((r.experiment, "-", r.verdict, "-", "-", "-"))
         for c in r.claims:
             rows.append((r.experiment, c["id"], c["verdict"], _fmt(c["measured"]), _fmt(c["expected"]), _fmt(c["tolerance"])))
     if len(rows) > 1:
         lines += _table(rows)
+    lines += [f"{r.experiment} {r.verdict} ({r.path}): {r.detail}" for r in singles if r.verdict != "PASS"]
     for s in (e for e in collection.entries if isinstance(e, SweepSummary)):
         seeds = ",".join(str(k) for k, _ in s.runs)
         lines += ["", f"sweep {s.experiment} over {len(s.runs)} seed(s) [{seeds}]: {s.verdict} ({s.path})"]
