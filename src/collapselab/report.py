@@ -127,10 +127,10 @@ def _table(rows: list[Sequence[str]]) -> list[str]:
 
 def _sweep_rows(s: SweepSummary) -> list[tuple[str, ...]]:
     """One row per claim: pass rate over the seeds, not applicable and missing counts, min/median/max."""
-    rows: list[tuple[str, ...]] = [("claim", "passed", "N/A", "missing", "of", "min", "median", "max")]
+    rows: list[tuple[str, ...]] = [("claim", "passed", "N/A", "missing", "values", "min", "median", "max")]
     for c in s.claims:
-        of = " (p-value)" if c["values"] == "p_value" else ""
-        rows.append((c["id"], f"{c['passed']}/{len(s.runs)}", str(c["not_applicable"]), str(c["missing"]), f"measured{of}", _fmt(c["min"]), _fmt(c["median"]), _fmt(c["max"])))
+        of = "p-value" if c["values"] == "p_value" else "measured"
+        rows.append((c["id"], f"{c['passed']}/{len(s.runs)}", str(c["not_applicable"]), str(c["missing"]), of, _fmt(c["min"]), _fmt(c["median"]), _fmt(c["max"])))
     return rows
 
 

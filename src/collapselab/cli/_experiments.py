@@ -8,6 +8,7 @@ script can trust its exit status), after writing the report.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -54,7 +55,7 @@ def _finish(collection: Collection, *, report_path: Path | None = None) -> None:
         raise typer.Exit(1)
 
 
-def _seed_done(total: int) -> "callable":
+def _seed_done(total: int) -> Callable[[SeedRun], None]:
     count = [0]
 
     def done(run: SeedRun) -> None:
@@ -65,7 +66,7 @@ def _seed_done(total: int) -> "callable":
     return done
 
 
-def _sweep(name: str, overrides: dict, seeds: str, *, out: Path, device: str | None, quick: bool, threads: int | None, jobs: int) -> Entry:
+def _sweep(name: str, overrides: dict[str, object], seeds: str, *, out: Path, device: str | None, quick: bool, threads: int | None, jobs: int) -> Entry:
     chosen = parse_seeds(seeds)
     return run_sweep(name, overrides, chosen, out=out, device=device, quick=quick, threads=threads, jobs=jobs, on_done=_seed_done(len(chosen)))
 
