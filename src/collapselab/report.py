@@ -118,6 +118,10 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _verdict(claim: dict[str, Any]) -> str:
+    return {True: "PASS", False: "FAIL", None: "N/A"}.get(claim.get("passed"), "FAIL")
+
+
 def _table(rows: list[Sequence[str]]) -> list[str]:
     widths = [min(max(len(row[i]) for row in rows), 48) for i in range(len(rows[0]))]
     lines = ["  ".join(cell[:48].ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -143,7 +147,7 @@ def format_text(collection: Collection) -> str:
         if r.verdict != "PASS":
             rows.append((r.experiment, "-", r.verdict, "-", "-", "-"))
         for c in r.claims:
-            rows.append((r.experiment, c["id"], c["verdict"], _fmt(c["measured"]), _fmt(c["expected"]), _fmt(c["tolerance"])))
+            rows.append((r.experiment, str(c.get("id")), _verdict(c), _fmt(c.get("measured")), _fmt(c.get("expected")), _fmt(c.get("tolerance"))))
     if len(rows) > 1:
         lines += _table(rows)
     lines += [f"{r.experiment} {r.verdict} ({r.path}): {r.detail}" for r in singles if r.verdict != "PASS"]
@@ -184,7 +188,7 @@ def _run_html(r: RunSummary) -> list[str]:
     parts.append("<table><tr><th>id</th><th>claim</th><th>source</th><th>reference</th><th>expected</th><th>measured</th><th>tolerance</th><th>why this tolerance</th><th>verdict</th></tr>")
     for c in r.claims:
         cells = "".join(f"<td>{_e(_fmt(c.get(k)))}</td>" for k in ("id", "claim", "source", "reference", "expected", "measured", "tolerance", "tolerance_reason"))
-        parts.append(f"<tr>{cells}<td class='{c['verdict'].replace('/', '')}'>{c['verdict']}</td></tr>")
+        parts.append(f"<tr>{cells}<td class='{_verdict(c).replace('/', '')}'>{_verdict(c)}</td></tr>")
     parts.append("</table>")
     parts += [f"<img alt='{_e(n)}' title='{_e(n)}' src='data:image/png;base64,{d}'>" for n, d in _figures(r.path)]
     return parts

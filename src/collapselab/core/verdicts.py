@@ -125,7 +125,7 @@ def claim_statistics(claims_per_run: Sequence[Sequence[Mapping[str, Any]] | None
     out = []
     for cid, cs in found.items():
         test = cs[0].get("comparator") == "test"
-        numbers = [v for v in (_number(c["measured"].get("p_value") if test and isinstance(c["measured"], dict) else c["measured"]) for c in cs) if v is not None]
+        numbers = [v for v in (_number(c["measured"].get("p_value") if test and isinstance(c.get("measured"), dict) else c.get("measured")) for c in cs) if v is not None]
         finite = sorted(v for v in numbers if abs(v) < float("inf"))  # NaN fails the comparison too
         out.append({
             "id": cid, "claim": cs[0].get("claim", ""), "comparator": cs[0].get("comparator"),
