@@ -8,7 +8,8 @@ import torch
 from collapselab.core.errors import ConfigError
 from collapselab.core.store import read_claims, read_metrics
 from collapselab.experiments import _base
-from collapselab.experiments._base import Experiment, ExperimentConfig, run_experiment
+from collapselab.experiments import run_experiment
+from collapselab.experiments._base import Experiment, ExperimentConfig
 
 
 class CountConfig(ExperimentConfig):

@@ -9,7 +9,6 @@ import contextlib
 import errno
 import os
 import resource
-import signal
 import subprocess
 import sys
 import time

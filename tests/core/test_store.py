@@ -245,3 +245,12 @@ def test_status_and_storage_errors(tmp_path, monkeypatch):
         run.save_checkpoint({"step": 0})
     assert isinstance(info.value, OSError) and isinstance(info.value, CollapseLabError) and info.value.errno == errno.EACCES
     assert not (run.path / "checkpoint.pt").exists() and _leftovers(run.path) == []
+
+
+def test_resume_removes_temporary_files_of_cut_writes(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    run.save_checkpoint({"step": 0})
+    (run.path / ".checkpoint.pt.abc.tmp").write_bytes(b"half a checkpoint")  # SIGKILL inside atomic_write_bytes
+    (run.figures / ".loss.png.abc.tmp").write_bytes(b"half a figure")
+    assert RunFolder.open(run.path).load_checkpoint() == {"step": 0}
+    assert _leftovers(run.path) == []

@@ -13,8 +13,8 @@
       log.txt
 
 A crash loses at most the steps since the last checkpoint: every metrics row is
-flushed and fsync'ed, claims, figures and checkpoints are rewritten atomically (a new
-file keeps the user's umask), and a checkpoint records how many metrics rows it covers
+flushed and fsync'ed, claims, figures and checkpoints are rewritten atomically
+(:mod:`collapselab.core._files`: a new file keeps the user's umask), and a checkpoint records how many metrics rows it covers
 and a digest of config.json. :meth:`RunFolder.load_checkpoint` checks the three against
 each other: rows logged after the checkpoint and a row cut in the middle are dropped, a
 checkpoint of another configuration or one that covers rows metrics.csv no longer holds
@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import errno
 import hashlib
 import io
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Any
 
 import torch
 
+from ._files import atomic_torch_save, atomic_write_bytes, atomic_write_text, storage_errors
 from .claims import Claim, jsonable as _jsonable
 from .errors import ConfigError, DataFileError, MissingFileError, StorageError
 
@@ -52,88 +51,6 @@ __all__ = [
 
 CONFIG, STATUS, METRICS, CLAIMS, CHECKPOINT, LOG, FIGURES = "config.json", "status.json", "metrics.csv", "claims.json", "checkpoint.pt", "log.txt", "figures"
 STATUSES = ("running", "finished", "failed")
-
-_FIXES = {
-    errno.EACCES: "choose a folder you may write (--out) or fix its permissions",
-    errno.EPERM: "choose a folder you may write (--out) or fix its permissions",
-    errno.EROFS: "the file system is read-only: choose another folder (--out)",
-    errno.ENOSPC: "the disk is full: free some space",
-    errno.EDQUOT: "the disk quota is exhausted: free some space",
-    errno.EFBIG: "the file outgrew the file-size limit: raise it (ulimit -f) or free the file system's limit",
-    errno.ENOTDIR: "a file stands where a folder is needed: choose another --out or move the file",
-    errno.EEXIST: "a file stands where a folder is needed: choose another --out or move the file",
-    errno.EISDIR: "a folder stands where a file is needed: move it",
-}
-
-
-@contextmanager
-def storage_errors(path: Path | str, action: str = "write") -> Iterator[None]:
-    """Inside: an ``OSError`` becomes a :class:`StorageError` naming ``path`` and the fix."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except FileNotFoundError as exc:
-        raise StorageError(f"cannot {action} {path}: {exc.strerror or exc} ({exc.filename or path} is missing; check the path)") from exc
-    except OSError as exc:
-        fix = _FIXES.get(exc.errno or -1, "check the path, the permissions and the free space")
-        err = StorageError(f"cannot {action} {path}: {exc.strerror or exc} ({fix})")
-        err.errno = exc.errno
-        raise err from exc
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it; restored on the next line
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    A crash leaves the old file or the new one, never a torn one; the file gets the mode a
-    plain ``open`` would give (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
-    """
-    path = Path(path)
-    with storage_errors(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o666 & ~_umask())
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    _fsync_dir(path.parent)
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    """``torch.save(obj)`` to ``path`` atomically: a crash leaves the old file or the new one, never a torn one."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
 
 def versions() -> dict[str, str]:
     """Versions of Python and the numerical stack, recorded in every config.json."""
@@ -371,13 +288,17 @@ class RunFolder:
             atomic_torch_save(self.path / CHECKPOINT, payload)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint, with metrics.csv cut back to the rows it covers.
+        """The last checkpoint, with metrics.csv cut back to the rows it covers (and the
+        temporary files of writes a crash cut short removed).
 
         Without a checkpoint the run starts over: metrics.csv and claims.json are emptied and
         None is returned (the caller says so). A checkpoint written for another configuration,
         or one covering more rows than metrics.csv holds complete, is refused: continuing
         would mix two runs or invent the missing rows.
         """
+        for tmp in [*self.path.glob(".*.tmp"), *self.figures.glob(".*.tmp")]:  # a write the crash cut short
+            with self._writing(tmp):
+                tmp.unlink()
         path = self.path / CHECKPOINT
         if not path.exists():
             self.truncate_metrics(0)

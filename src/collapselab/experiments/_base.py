@@ -9,13 +9,7 @@ are parsed as JSON when they parse (numbers, booleans, lists) and as strings
 otherwise, then validated by the model; ``--quick`` applies the experiment's
 ``quick`` overrides first.
 
-A run writes ``status.json`` (``running`` at the start and on ``--resume``, then
-``finished`` or ``failed`` with the error), so that a report tells a finished run from
-one that stopped. ``--resume`` continues with the recorded configuration, device and
-thread count (a different ``--device`` or ``--threads`` is refused); the run folder
-checks metrics.csv, checkpoint.pt and config.json against each other
-(:meth:`collapselab.core.store.RunFolder.load_checkpoint`), and without a checkpoint the run
-starts over, saying so on stderr and in log.txt.
+Running one (``run_experiment``, with its status and ``--resume``) is :mod:`._runner`'s job.
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ import json
 import logging
 import pkgutil
 import random
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +29,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..core.errors import CollapseLabError, ConfigError, DataFileError, ParameterError, UnknownNameError
+from ..core.errors import ConfigError, ParameterError, UnknownNameError
 from ..core.claims import Claim, verdict_at_least, verdict_at_most, verdict_close, verdict_test
 from ..core.store import RunFolder, storage_errors
 from ._progress import progress
@@ -46,14 +39,11 @@ __all__ = [
     "ExperimentConfig",
     "RunContext",
     "RunResult",
-    "execute",
     "experiments",
     "folder_logging",
     "get_experiment",
-    "notice",
     "parse_overrides",
     "resolve_device",
-    "run_experiment",
     "seed_everything",
     "torch_threads",
 ]
@@ -316,99 +306,3 @@ class _LogFile(logging.FileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass
-
-
-def notice(message: str) -> None:
-    """A warning the user must see: in log.txt (when inside :func:`folder_logging`) and on stderr."""
-    log.warning(message)
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def run_experiment(
-    name: str,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    out: Path | str = "runs",
-    device: str | torch.device | None = None,
-    quick: bool = False,
-    resume: Path | str | None = None,
-    show_progress: bool | None = None,
-    threads: int | None = None,
-    run_id: str | None = None,
-) -> RunResult:
-    """Run one experiment into a fresh run folder (or continue ``resume``) and return its claims.
-
-    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards); ``None``
-    keeps the current setting (on ``--resume``: the recorded one). Results are
-    bit-reproducible for a fixed thread count. ``run_id`` names the folder below
-    ``out/NAME`` (default: a UTC timestamp).
-    """
-    return execute(get_experiment(name), overrides, out=out, device=device, quick=quick, resume=resume, show_progress=show_progress, threads=threads, run_id=run_id)
-
-
-def _reopen(exp: Experiment, resume: Path, overrides: Mapping[str, Any] | None, device: str | torch.device | None, threads: int | None) -> tuple[RunFolder, ExperimentConfig, bool, torch.device, int | None]:
-    """The run folder of ``--resume`` with its recorded configuration, quick flag, device and threads."""
-    folder = RunFolder.open(resume)
-    doc = folder.config
-    if doc.get("experiment") != exp.name:
-        raise ConfigError(f"--resume {resume} is a run of {doc.get('experiment')!r}, not {exp.name!r}")
-    if overrides:
-        raise ConfigError("--resume continues a run with its recorded configuration; drop --set")
-    try:
-        config = exp.config(**doc["config"])
-    except ValidationError as exc:
-        raise DataFileError(f"{folder.path / 'config.json'}: the recorded configuration is not valid for {exp.name} ({exc.errors()[0]['msg']}); start a new run") from None
-    recorded_device, recorded_threads = doc.get("device", "cpu"), doc.get("threads")
-    if device is not None and resolve_device(device) != torch.device(recorded_device):
-        raise ConfigError(f"--resume {resume}: --device {device} differs from the recorded {recorded_device}; drop --device (a resumed run keeps its device, or its numbers would change)")
-    if threads is not None and recorded_threads is not None and threads != recorded_threads:
-        raise ConfigError(f"--resume {resume}: --threads {threads} differs from the recorded {recorded_threads}; drop --threads (a resumed run keeps its thread count, or its numbers would change)")
-    return folder, config, bool(doc.get("quick", False)), resolve_device(recorded_device), threads if recorded_threads is None else int(recorded_threads)
-
-
-def execute(
-    exp: Experiment,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    out: Path | str = "runs",
-    device: str | torch.device | None = None,
-    quick: bool = False,
-    resume: Path | str | None = None,
-    show_progress: bool | None = None,
-    threads: int | None = None,
-    run_id: str | None = None,
-) -> RunResult:
-    """:func:`run_experiment` of a given :class:`Experiment` (also one not in the registry: sweeps' worker processes)."""
-    if threads is not None and threads < 1:
-        raise ParameterError(f"run_experiment: threads must be >= 1, got {threads}")
-    if resume is not None:
-        folder, config, quick, dev, threads = _reopen(exp, Path(resume), overrides, device, threads)
-    else:
-        dev = resolve_device(device)
-        config = resolve_config(exp, overrides or {}, quick)
-        extra = {"quick": quick, "device": str(dev), "seed": config.seed, "threads": threads or torch.get_num_threads()}
-        folder = RunFolder.create(Path(out), exp.name, config.model_dump(), run_id=run_id, extra=extra)
-    with folder_logging(folder), torch_threads(threads):
-        checkpoint = None
-        if resume is not None:
-            checkpoint = folder.load_checkpoint()
-            if checkpoint is None:
-                notice(f"{folder.path}: no checkpoint, starting again (metrics and claims of the earlier attempt dropped)")
-            else:
-                dropped = f"; dropped {folder.dropped_rows} metrics row(s) logged after it" if folder.dropped_rows else ""
-                log.info("resumed %s from its checkpoint at metrics row %d%s", folder.path, folder.resumed_at, dropped)
-        folder.write_status("running")
-        log.info("running %s into %s (quick=%s, device=%s, threads=%d)", exp.name, folder.path, quick, dev, torch.get_num_threads())
-        try:
-            ctx = RunContext(exp, config, folder, dev, quick, checkpoint, show_progress)
-            exp.run(ctx)
-        except BaseException as exc:
-            message = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-            log.error("%s stopped: %s", exp.name, message, exc_info=not isinstance(exc, (CollapseLabError, KeyboardInterrupt)))
-            try:
-                folder.write_status("failed", error=message)
-            except OSError:  # the disk that stopped the run may refuse this too; the run then reads as incomplete
-                pass
-            raise
-        folder.write_status("finished")
-    return RunResult(exp.name, folder.path, folder.claims)

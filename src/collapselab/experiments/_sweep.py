@@ -31,7 +31,8 @@ from ..core.claims import jsonable
 from ..core.errors import ConfigError, ParameterError
 from ..core.store import atomic_write_text, new_run_id, storage_errors
 from ..core.verdicts import SWEEP_FILE, SweepSummary, summarise_sweep
-from ._base import Experiment, execute, get_experiment, resolve_config, resolve_device
+from ._base import Experiment, get_experiment, resolve_config, resolve_device
+from ._runner import execute
 
 __all__ = ["SeedRun", "parse_seeds", "run_sweep", "seed_folder"]
 
