@@ -134,7 +134,7 @@ def test_read_only_output_and_run_folder_give_a_clear_error(tmp_path, tiny):
 def test_out_is_a_file(tmp_path, tiny):
     (tmp_path / "file").write_text("x")
     res = runner.invoke(app, ["run", "tiny", "--out", str(tmp_path / "file")])
-    assert res.exit_code == 1 and "a file stands where a folder is needed" in res.output
+    assert res.exit_code == 1 and "a part of the path is a file, not a folder" in res.output
 
 
 def test_full_disk_mid_run_keeps_the_last_checkpoint(tmp_path, tiny, monkeypatch):

@@ -113,7 +113,7 @@ def test_report_shows_every_run_and_counts_incomplete_ones(tmp_path, tiny):
     good = invoke("run", "tiny", "--set", "steps=3", "--out", str(tmp_path))
     assert good.exit_code == 0
     crashed = invoke("run", "tiny", "--set", "steps=3", "--set", "crash_seed=0", "--out", str(tmp_path))
-    assert crashed.exit_code == 1
+    assert crashed.exit_code != 0  # a RuntimeError: the CLI's code for an internal error
     killed = RunFolder.create(tmp_path, "tiny", {"steps": 3}, extra={"quick": False})
     killed.write_status("running")
     ancient = RunFolder.create(tmp_path, "tiny", {"steps": 3})  # no status.json at all

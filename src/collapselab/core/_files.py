@@ -31,8 +31,8 @@ _FIXES = {
     errno.ENOSPC: "the disk is full: free some space",
     errno.EDQUOT: "the disk quota is exhausted: free some space",
     errno.EFBIG: "the file outgrew the file-size limit: raise it (ulimit -f) or free the file system's limit",
-    errno.ENOTDIR: "a file stands where a folder is needed: choose another --out or move the file",
-    errno.EEXIST: "a file stands where a folder is needed: choose another --out or move the file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another --out or move the file",
+    errno.EEXIST: "a part of the path is a file, not a folder: choose another --out or move the file",
     errno.EISDIR: "a folder stands where a file is needed: move it",
 }
 
