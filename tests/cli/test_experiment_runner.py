@@ -121,6 +121,8 @@ def test_resume_keeps_device_and_threads_and_refuses_damage(tmp_path, tiny):
     from collapselab.cli import app
 
     r = run_experiment("tiny", {"steps": 3}, out=tmp_path, threads=1).path
+    with pytest.raises(ConfigError, match="continues a full run; drop --quick"):
+        run_experiment("tiny", out=tmp_path, resume=r, quick=True)
     with pytest.raises(ConfigError, match="--threads 2 differs from the recorded 1"):
         run_experiment("tiny", out=tmp_path, resume=r, threads=2)
     doc = json.loads((r / "config.json").read_text())

@@ -57,7 +57,7 @@ def run_experiment(
     return execute(get_experiment(name), overrides, out=out, device=device, quick=quick, resume=resume, show_progress=show_progress, threads=threads, run_id=run_id)
 
 
-def _reopen(exp: Experiment, resume: Path, overrides: Mapping[str, Any] | None, device: str | torch.device | None, threads: int | None) -> tuple[RunFolder, ExperimentConfig, bool, torch.device, int | None]:
+def _reopen(exp: Experiment, resume: Path, overrides: Mapping[str, Any] | None, quick: bool, device: str | torch.device | None, threads: int | None) -> tuple[RunFolder, ExperimentConfig, bool, torch.device, int | None]:
     """The run folder of ``--resume`` with its recorded configuration, quick flag, device and threads."""
     folder = RunFolder.open(resume)
     doc = folder.config
@@ -69,6 +69,8 @@ def _reopen(exp: Experiment, resume: Path, overrides: Mapping[str, Any] | None, 
         config = exp.config(**doc["config"])
     except ValidationError as exc:
         raise DataFileError(f"{folder.path / 'config.json'}: the recorded configuration is not valid for {exp.name} ({exc.errors()[0]['msg']}); start a new run") from None
+    if quick and not doc.get("quick", False):
+        raise ConfigError(f"--resume {resume} continues a full run; drop --quick (a resumed run keeps its recorded variant)")
     recorded_device, recorded_threads = doc.get("device", "cpu"), doc.get("threads")
     if device is not None and resolve_device(device) != torch.device(recorded_device):
         raise ConfigError(f"--resume {resume}: --device {device} differs from the recorded {recorded_device}; drop --device (a resumed run keeps its device, or its numbers would change)")
@@ -93,7 +95,7 @@ def execute(
     if threads is not None and threads < 1:
         raise ParameterError(f"run_experiment: threads must be >= 1, got {threads}")
     if resume is not None:
-        folder, config, quick, dev, threads = _reopen(exp, Path(resume), overrides, device, threads)
+        folder, config, quick, dev, threads = _reopen(exp, Path(resume), overrides, quick, device, threads)
     else:
         dev = resolve_device(device)
         config = resolve_config(exp, overrides or {}, quick)
