@@ -2,9 +2,10 @@
 
 A random walk x_{k+1} = x_k / 2 + z_k with z_k ~ N(0, 1) from torch's generator: every step
 logs a metrics row and saves a checkpoint with the generator's state, so a resumed run
-continues the same walk. Its claims: the walk's empirical mean square against the stationary
-value 4/3 (Var x = 1 / (1 - 1/4)), a sign test, a not-applicable claim, and one that fails
-at ``fail_seed`` (for the sweep tests). ``crash_seed`` raises, ``blob`` grows the checkpoint
+continues the same walk. Its claims are fixtures whose verdicts the configuration decides: the
+walk's mean square against the stationary value 4/3 (a tolerance any finite value meets; the
+number feeds the sweep statistics), a "test" with p-value 1e-4 (1 + seed), a not-applicable
+claim, and one that fails at ``fail_seed`` (for the sweep tests). ``crash_seed`` raises, ``blob`` grows the checkpoint
 by ``blob`` float64 numbers per step (for the write-limit test).
 
 Run as a script (``python tiny_experiment.py run tiny ...``) it registers itself and runs the
