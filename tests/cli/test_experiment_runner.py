@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from collapselab.core.errors import ConfigError
 from collapselab.core.store import read_claims, read_metrics
 from collapselab.experiments import _base
-from collapselab.experiments._base import Experiment, ExperimentConfig, run_experiment
+from collapselab.experiments import run_experiment
+from collapselab.experiments._base import Experiment, ExperimentConfig
 
 
 class CountConfig(ExperimentConfig):
@@ -70,3 +72,81 @@ def test_claims_can_fail(tmp_path, counting):
     _base._REGISTRY["wrong"] = Experiment("wrong", "fails", "test", CountConfig, wrong)
     r = run_experiment("wrong", out=tmp_path)
     assert not r.passed and [c.passed for c in r.claims] == [False, False]
+
+
+def _same_files(a, b):
+    for name in ("metrics.csv", "claims.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_status_is_recorded(tmp_path, counting):
+    import json
+
+    ok = run_experiment("counting", out=tmp_path)
+    assert json.loads((ok.path / "status.json").read_text())["status"] == "finished"
+    with pytest.raises(Crash):
+        run_experiment("counting", {"crash_at": 2}, out=tmp_path, run_id="crashed")
+    doc = json.loads((tmp_path / "counting" / "crashed" / "status.json").read_text())
+    assert doc["status"] == "failed" and doc["error"] == "Crash: killed at step 2"
+
+
+def test_resume_after_a_row_cut_mid_write_continues_exactly(tmp_path, counting):
+    reference = run_experiment("counting", out=tmp_path / "ref").path
+    with pytest.raises(Crash):
+        run_experiment("counting", {"crash_at": 5}, out=tmp_path, run_id="r")  # checkpoint after row 4 of 6, then row 5
+    r = tmp_path / "counting" / "r"
+    with open(r / "metrics.csv", "a", newline="") as fh:
+        fh.write("5,2")  # killed while writing row 6
+    log = (r / "log.txt").read_text()
+    run_experiment("counting", out=tmp_path, resume=r)
+    assert (r / "metrics.csv").read_bytes() == (reference / "metrics.csv").read_bytes()
+    assert "from its checkpoint at metrics row 4; dropped 1 metrics row(s) logged after it" in (r / "log.txt").read_text()[len(log):]
+
+
+def test_resume_without_a_checkpoint_starts_again_and_says_so(tmp_path, tiny, capsys):
+    reference = run_experiment("tiny", {"steps": 5}, out=tmp_path / "ref").path
+    r = run_experiment("tiny", {"steps": 5}, out=tmp_path).path
+    (r / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    run_experiment("tiny", out=tmp_path, resume=r)
+    assert "warning: " in capsys.readouterr().err and "no checkpoint, starting again" in (r / "log.txt").read_text()
+    _same_files(r, reference)
+
+
+def test_resume_keeps_device_and_threads_and_refuses_damage(tmp_path, tiny):
+    import json
+
+    from typer.testing import CliRunner
+
+    from collapselab.cli import app
+
+    r = run_experiment("tiny", {"steps": 3}, out=tmp_path, threads=1).path
+    with pytest.raises(ConfigError, match="continues a full run; drop --quick"):
+        run_experiment("tiny", out=tmp_path, resume=r, quick=True)
+    with pytest.raises(ConfigError, match="--threads 2 differs from the recorded 1"):
+        run_experiment("tiny", out=tmp_path, resume=r, threads=2)
+    doc = json.loads((r / "config.json").read_text())
+    (r / "config.json").write_text(json.dumps({**doc, "device": "cuda:0"}))
+    with pytest.raises(ConfigError, match="--device cpu differs from the recorded cuda:0; drop --device"):
+        run_experiment("tiny", out=tmp_path, resume=r, device="cpu")
+    (r / "config.json").write_text(json.dumps(doc))
+    cli = CliRunner()
+    cut = (r / "metrics.csv").read_bytes()
+    (r / "metrics.csv").write_bytes(cut[:-5])  # rows the checkpoint covers are gone
+    res = cli.invoke(app, ["run", "tiny", "--resume", str(r)])
+    assert res.exit_code == 1 and "rows were lost" in res.output and "Traceback" not in res.output
+    (r / "config.json").write_text("{not json")
+    res = cli.invoke(app, ["run", "tiny", "--resume", str(r)])
+    assert res.exit_code == 1 and "config.json is not valid JSON" in res.output
+    assert json.loads((r / "status.json").read_text())["status"] == "finished"  # a refused resume changes nothing
+
+
+def test_seed_and_device_are_validated():
+    from collapselab.core.errors import ParameterError
+
+    with pytest.raises(ConfigError, match="invalid value for 'seed'"):
+        _base.resolve_config(Experiment("x", "", "", CountConfig, _count), {"seed": -1}, False)
+    for bad in ("tpu", "cuda:x", "meta"):
+        with pytest.raises(ParameterError, match="--device"):
+            _base.resolve_device(bad)
+    assert _base.resolve_device(None) == torch.device("cpu")

@@ -162,3 +162,95 @@ def test_claim_verdict_rules():
     assert verdict_close(1.05, 1.0, 0.1) and not verdict_close(1.2, 1.0, 0.1) and verdict_close(110.0, 100.0, 0.1, relative=True)
     assert not verdict_close(float("nan"), 1.0, 1e9) and not verdict_at_most(float("nan"), 1.0) and not verdict_at_least(float("inf"), 1.0)
     assert verdict_test(1e-4, 1e-3) and not verdict_test(0.5, 1e-3) and not verdict_test(float("nan"), 0.5)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_atomic_writes_keep_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+        run.add_claim(_claim("a"))
+        run.save_checkpoint({"step": 0})
+        run.write_status("finished")
+    finally:
+        os.umask(old)
+    for name in ("config.json", "claims.json", "checkpoint.pt", "status.json"):
+        assert (run.path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_a_row_cut_in_the_middle_is_dropped_on_resume(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    for step in range(3):
+        run.log_metrics({"step": step, "cost": 0.5 * step})
+    run.save_checkpoint({"step": 2})
+    with open(run.path / "metrics.csv", "a") as fh:
+        fh.write("3,1.")  # a crash (or a full disk) cut the next row
+    again = RunFolder.open(run.path)
+    assert again.num_metric_rows() == 3 and [r["step"] for r in read_metrics(run.path)] == ["0", "1", "2"]
+    with pytest.raises(DataFileError, match="ends with a row cut in the middle; reopen the run with --resume"):
+        again.log_metrics({"step": 3, "cost": 1.5})
+    assert again.load_checkpoint() == {"step": 2} and again.resumed_at == 3 and again.dropped_rows == 0
+    again.log_metrics({"step": 3, "cost": 1.5})
+    assert _rows(run.path)[-2:] == [["2", "1.0"], ["3", "1.5"]]
+
+
+def test_resume_refuses_lost_rows_and_a_foreign_checkpoint(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {"n": 1}, run_id="r")
+    for step in range(4):
+        run.log_metrics({"step": step})
+    run.save_checkpoint({"step": 3})
+    text = (run.path / "metrics.csv").read_bytes()
+    (run.path / "metrics.csv").write_bytes(text[: text.index(b"2\r\n")] + b"2")  # cut inside row 3 of 4
+    with pytest.raises(DataFileError, match=r"holds 2 complete rows but .*checkpoint.pt covers 4: rows were lost"):
+        RunFolder.open(run.path).load_checkpoint()
+    (run.path / "metrics.csv").write_bytes(text)
+    cfg = json.loads((run.path / "config.json").read_text())
+    cfg["config"]["n"] = 2
+    (run.path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataFileError, match="was written for another configuration"):
+        RunFolder.open(run.path).load_checkpoint()
+    (run.path / "config.json").write_text('{"experiment": "demo", "config": {')
+    with pytest.raises(DataFileError, match=r"config.json is not valid JSON .*start a new run"):
+        RunFolder.open(run.path).config
+
+
+def test_without_a_checkpoint_the_run_starts_over(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    run.log_metrics({"step": 0})
+    run.add_claim(_claim("a"))
+    again = RunFolder.open(run.path)
+    assert again.load_checkpoint() is None
+    assert again.num_metric_rows() == 0 and again.claims == [] and not (run.path / "claims.json").exists()
+
+
+def test_status_and_storage_errors(tmp_path, monkeypatch):
+    import errno
+
+    from collapselab.core.errors import CollapseLabError, StorageError
+
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    assert run.status is None
+    run.write_status("failed", error="RuntimeError: boom")
+    assert run.status["status"] == "failed" and run.status["error"] == "RuntimeError: boom"
+    (run.path / "status.json").write_text("{")
+    assert run.status["status"] == "unreadable"
+    with pytest.raises(ConfigError, match="status must be one of"):
+        run.write_status("done")
+
+    def denied(src, dst):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(store.os, "replace", denied)
+    with pytest.raises(StorageError, match=r"cannot write .*checkpoint.pt: Permission denied \(choose a folder you may write .*continue it with --resume") as info:
+        run.save_checkpoint({"step": 0})
+    assert isinstance(info.value, OSError) and isinstance(info.value, CollapseLabError) and info.value.errno == errno.EACCES
+    assert not (run.path / "checkpoint.pt").exists() and _leftovers(run.path) == []
+
+
+def test_resume_removes_temporary_files_of_cut_writes(tmp_path):
+    run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
+    run.save_checkpoint({"step": 0})
+    (run.path / ".checkpoint.pt.abc.tmp").write_bytes(b"half a checkpoint")  # SIGKILL inside atomic_write_bytes
+    (run.figures / ".loss.png.abc.tmp").write_bytes(b"half a figure")
+    assert RunFolder.open(run.path).load_checkpoint() == {"step": 0}
+    assert _leftovers(run.path) == []

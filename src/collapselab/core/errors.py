@@ -23,6 +23,7 @@ __all__ = [
     "MissingFileError",
     "DivergenceError",
     "MissingDependencyError",
+    "StorageError",
 ]
 
 
@@ -80,3 +81,8 @@ class DivergenceError(CollapseLabError, RuntimeError):
 
 class MissingDependencyError(CollapseLabError, ImportError):
     """An optional package needed for this call is not installed; the message says how to install it."""
+
+
+class StorageError(CollapseLabError, OSError):
+    """A file or folder could not be written or read (permissions, read-only or full disk, a
+    file-size limit, a file in the way); the message names the path and the fix."""

@@ -3,81 +3,54 @@
 ::
 
     runs/<experiment>/<run-id>/
-      config.json      resolved configuration, seed, versions, device
+      config.json      resolved configuration, seed, versions, device, threads
+      status.json      {"status": "running" | "finished" | "failed", "error", "updated"} (atomic)
       metrics.csv      one row per logged step (append-only, flushed per row)
       claims.json      [{"id", "claim", "source", "comparator", "expected", "measured", "tolerance",
                          "tolerance_reason", "reference", "passed", "verdict"}] (see core.claims)
-      figures/*.png    the experiment's plots
+      figures/*.png    the experiment's plots (atomic)
       checkpoint.pt    latest state, written atomically (temp file + rename)
       log.txt
 
 A crash loses at most the steps since the last checkpoint: every metrics row is
-flushed and fsync'ed, claims are rewritten atomically, and a checkpoint records how
-many metrics rows it covers so that ``resume`` drops rows logged after it.
+flushed and fsync'ed, claims, figures and checkpoints are rewritten atomically
+(:mod:`collapselab.core._files`: a new file keeps the user's umask), and a checkpoint records how many metrics rows it covers
+and a digest of config.json. :meth:`RunFolder.load_checkpoint` checks the three against
+each other: rows logged after the checkpoint and a row cut in the middle are dropped, a
+checkpoint of another configuration or one that covers rows metrics.csv no longer holds
+is refused (continuing would invent data), and without a checkpoint the run starts over.
+
+Every failure to read or write a file is a :class:`~collapselab.core.errors.StorageError`
+naming the path and the fix (permissions, read-only or full disk, a file-size limit).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
 import platform
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._files import atomic_torch_save, atomic_write_bytes, atomic_write_text, storage_errors
 from .claims import Claim, jsonable as _jsonable
-from .errors import ConfigError, DataFileError, MissingFileError
+from .errors import ConfigError, DataFileError, MissingFileError, StorageError
 
-__all__ = ["Claim", "RunFolder", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "new_run_id", "read_claims", "read_metrics", "versions"]
+__all__ = [
+    "Claim", "RunFolder", "STATUSES", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "new_run_id", "read_claims", "read_metrics",
+    "storage_errors", "versions",
+]  # fmt: skip
 
-CONFIG, METRICS, CLAIMS, CHECKPOINT, LOG, FIGURES = "config.json", "metrics.csv", "claims.json", "checkpoint.pt", "log.txt", "figures"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    """``torch.save(obj)`` to ``path`` atomically: a crash leaves the old file or the new one, never a torn one."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
+CONFIG, STATUS, METRICS, CLAIMS, CHECKPOINT, LOG, FIGURES = "config.json", "status.json", "metrics.csv", "claims.json", "checkpoint.pt", "log.txt", "figures"
+STATUSES = ("running", "finished", "failed")
 
 def versions() -> dict[str, str]:
     """Versions of Python and the numerical stack, recorded in every config.json."""
@@ -101,6 +74,27 @@ def new_run_id() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
 
 
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def _read_table(path: Path) -> tuple[list[str] | None, list[list[str]], int]:
+    """metrics.csv as (header, complete rows, bytes of a row cut in the middle at the end).
+
+    A row is complete when its line ends (every row is written with its line end in one
+    flushed write); text after the last line end is a row cut by a crash or a full disk.
+    """
+    with storage_errors(path, "read"):
+        raw = path.read_bytes()
+    cut = raw.rfind(b"\n") + 1
+    lines = list(csv.reader(io.StringIO(raw[:cut].decode("utf-8"), newline="")))
+    header, rows = (lines[0], lines[1:]) if lines else (None, [])
+    bad = [i for i, row in enumerate(rows) if len(row) != len(header or [])]
+    if bad:
+        raise DataFileError(f"{path}: row {bad[0] + 1} has {len(rows[bad[0]])} cells but the header has {len(header or [])}; the file was edited or damaged: start a new run")
+    return header, rows, len(raw) - cut
+
+
 class RunFolder:
     """One run's folder. Create with :meth:`create`, reopen with :meth:`open`."""
 
@@ -108,26 +102,47 @@ class RunFolder:
         self.path = Path(path)
         self._columns: list[str] | None = None
         self._rows = 0
+        self._cut = 0  # bytes of a partial last row of metrics.csv (dropped on resume)
         self._claims: list[Claim] = []
+        self.resumed_at: int | None = None  # metrics rows the loaded checkpoint covers
+        self.dropped_rows = 0  # complete rows after the checkpoint, dropped by load_checkpoint
         if (self.path / METRICS).exists():
-            with open(self.path / METRICS, newline="") as fh:
-                reader = csv.reader(fh)
-                self._columns = next(reader, None)
-                self._rows = sum(1 for _ in reader)
+            self._columns, rows, self._cut = _read_table(self.path / METRICS)
+            self._rows = len(rows)
         if (self.path / CLAIMS).exists():
             self._claims = [Claim.from_json(c) for c in read_claims(self.path)]
+
+    def _hint(self) -> str:
+        return f"; the run folder {self.path} keeps its last checkpoint: fix this, then continue it with --resume {self.path}"
+
+    @contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Inside: a failed write becomes a StorageError naming ``path``, the fix and how to resume."""
+        try:
+            with storage_errors(path):
+                yield
+        except StorageError as exc:
+            err = StorageError(f"{exc}{self._hint()}")
+            err.errno = exc.errno
+            raise err from exc.__cause__
 
     # -- creation --------------------------------------------------------------------
     @classmethod
     def create(cls, root: Path, experiment: str, config: dict[str, Any], *, run_id: str | None = None, extra: dict[str, Any] | None = None) -> "RunFolder":
-        """Make ``root/experiment/run_id`` and write config.json (fails if it exists)."""
+        """Make ``root/experiment/run_id`` and write config.json (fails if it exists).
+
+        ``run_id`` may name a subfolder (``"sweep-<id>/seed-3"``: the run folders of a sweep).
+        """
         path = Path(root) / experiment / (run_id or new_run_id())
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-        except FileExistsError:
-            raise ConfigError(f"run folder {path} exists already; pick another run id or use --resume {path}") from None
-        (path / FIGURES).mkdir()
-        doc = {"experiment": experiment, "config": _jsonable(config), "versions": versions(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+        with storage_errors(path, "create the run folder"):
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+            except FileExistsError:
+                if path.is_dir():
+                    raise ConfigError(f"run folder {path} exists already; pick another run id or use --resume {path}") from None
+                raise
+            (path / FIGURES).mkdir()
+        doc = {"experiment": experiment, "config": _jsonable(config), "versions": versions(), "created": _now()}
         doc.update(_jsonable(extra or {}))
         atomic_write_text(path / CONFIG, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return cls(path)
@@ -142,8 +157,22 @@ class RunFolder:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The parsed config.json."""
-        return json.loads((self.path / CONFIG).read_text())
+        """The parsed config.json; a damaged one is a DataFileError."""
+        p = self.path / CONFIG
+        with storage_errors(p, "read"):
+            text = p.read_text()
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFileError(f"{p} is not valid JSON ({exc}); the run folder is damaged and cannot be checked or continued: start a new run") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or "experiment" not in doc:
+            raise DataFileError(f"{p} lacks the keys 'experiment' and 'config'; the run folder is damaged: start a new run")
+        return doc
+
+    def _config_digest(self) -> str:
+        doc = self.config
+        key = json.dumps({"experiment": doc["experiment"], "config": doc["config"]}, sort_keys=True)
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     @property
     def figures(self) -> Path:
@@ -152,6 +181,31 @@ class RunFolder:
     @property
     def log_file(self) -> Path:
         return self.path / LOG
+
+    # -- status ----------------------------------------------------------------------
+    def write_status(self, status: str, *, error: str | None = None) -> None:
+        """Record (atomically) whether the run is ``running``, ``finished`` or ``failed`` (with ``error``)."""
+        if status not in STATUSES:
+            raise ConfigError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        doc: dict[str, Any] = {"status": status, "updated": _now()}
+        if error is not None:
+            doc["error"] = error
+        with self._writing(self.path / STATUS):
+            atomic_write_text(self.path / STATUS, json.dumps(doc, indent=2) + "\n")
+
+    @property
+    def status(self) -> dict[str, Any] | None:
+        """status.json (None if absent; an unreadable one reads as status ``"unreadable"``)."""
+        p = self.path / STATUS
+        if not p.exists():
+            return None
+        try:
+            doc = json.loads(p.read_text())
+            if isinstance(doc, dict) and doc.get("status") in STATUSES:
+                return doc
+            return {"status": "unreadable", "error": f"{p} holds no known status"}
+        except (OSError, ValueError) as exc:
+            return {"status": "unreadable", "error": f"{p} is unreadable ({exc})"}
 
     # -- metrics ---------------------------------------------------------------------
     def log_metrics(self, row: dict[str, Any]) -> None:
@@ -162,67 +216,116 @@ class RunFolder:
         """
         row = {k: _cell(v) for k, v in row.items()}
         path = self.path / METRICS
+        if self._cut:
+            raise DataFileError(f"{path} ends with a row cut in the middle; reopen the run with --resume {self.path}, which drops it")
         if self._columns is None:
-            self._columns = list(row)
-            with open(path, "w", newline="") as fh:
-                csv.writer(fh).writerow(self._columns)
+            columns = list(row)
+            with self._writing(path), open(path, "w", newline="") as fh:
+                csv.writer(fh).writerow(columns)
+            self._columns = columns
         unknown = [k for k in row if k not in self._columns]
         if unknown:
             raise ConfigError(f"metrics row has columns {unknown} not in the header {self._columns}; log every column from the first row on")
-        with open(path, "a", newline="") as fh:
-            csv.writer(fh).writerow([row.get(c, "") for c in self._columns])
+        buf = io.StringIO()
+        csv.writer(buf).writerow([row.get(c, "") for c in self._columns])
+        with self._writing(path), open(path, "a", newline="") as fh:
+            fh.write(buf.getvalue())  # one write per row: a crash cuts at most the last row
             fh.flush()
             os.fsync(fh.fileno())
         self._rows += 1
 
     def num_metric_rows(self) -> int:
-        """Data rows in metrics.csv (the header excluded)."""
+        """Complete data rows in metrics.csv (the header excluded)."""
         return self._rows
 
     def truncate_metrics(self, rows: int) -> None:
-        """Keep only the first ``rows`` data rows (used on resume, atomically)."""
+        """Keep only the first ``rows`` complete data rows and drop a cut last row (atomically)."""
         path = self.path / METRICS
         if not path.exists():
             return
-        with open(path, newline="") as fh:
-            lines = list(csv.reader(fh))
-        header, body = lines[0], lines[1:]
+        header, body, _ = _read_table(path)
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(header)
-        w.writerows(body[:rows])
-        atomic_write_text(path, buf.getvalue())
+        if header is not None:
+            w.writerow(header)
+            w.writerows(body[:rows])
+        with self._writing(path):
+            atomic_write_text(path, buf.getvalue())
+        self._columns = header
         self._rows = min(rows, len(body))
+        self._cut = 0
 
     # -- claims ----------------------------------------------------------------------
     def add_claim(self, claim: Claim) -> Claim:
         """Record a claim (replacing one with the same id) and rewrite claims.json atomically."""
-        self._claims = [c for c in self._claims if c.id != claim.id] + [claim]
-        atomic_write_text(self.path / CLAIMS, json.dumps([c.to_json() for c in self._claims], indent=2) + "\n")
+        claims = [c for c in self._claims if c.id != claim.id] + [claim]
+        with self._writing(self.path / CLAIMS):
+            atomic_write_text(self.path / CLAIMS, json.dumps([c.to_json() for c in claims], indent=2) + "\n")
+        self._claims = claims
         return claim
 
     @property
     def claims(self) -> list[Claim]:
         return list(self._claims)
 
+    # -- figures ---------------------------------------------------------------------
+    def save_figure(self, fig: Any, name: str, *, dpi: int = 110) -> Path:
+        """Write a matplotlib figure to ``figures/<name>`` (PNG) atomically; the figure stays open."""
+        path = self.figures / name
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        with self._writing(path):
+            atomic_write_bytes(path, buf.getvalue())
+        return path
+
     # -- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Atomically write ``state`` (plus the metrics row count) to checkpoint.pt."""
+        """Atomically write ``state`` plus the metrics row count and the config digest to checkpoint.pt."""
         payload = dict(state)
         payload["_metrics_rows"] = self.num_metric_rows()
-        atomic_torch_save(self.path / CHECKPOINT, payload)
+        payload["_config_digest"] = self._config_digest()
+        with self._writing(self.path / CHECKPOINT):
+            atomic_torch_save(self.path / CHECKPOINT, payload)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint (or None: then the run starts over); drops metrics rows written after it."""
+        """The last checkpoint, with metrics.csv cut back to the rows it covers (and the
+        temporary files of writes a crash cut short removed).
+
+        Without a checkpoint the run starts over: metrics.csv and claims.json are emptied and
+        None is returned (the caller says so). A checkpoint written for another configuration,
+        or one covering more rows than metrics.csv holds complete, is refused: continuing
+        would mix two runs or invent the missing rows.
+        """
+        for tmp in [*self.path.glob(".*.tmp"), *self.figures.glob(".*.tmp")]:  # a write the crash cut short
+            with self._writing(tmp):
+                tmp.unlink()
         path = self.path / CHECKPOINT
         if not path.exists():
-            self.truncate_metrics(0)  # nothing to continue from: the run starts over
+            self.truncate_metrics(0)
+            if (self.path / CLAIMS).exists():
+                with self._writing(self.path / CLAIMS):
+                    (self.path / CLAIMS).unlink()
+            self._claims = []
             return None
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            with storage_errors(path, "read"):
+                state = torch.load(path, map_location="cpu", weights_only=False)
+        except StorageError:
+            raise
         except Exception as exc:  # a torn file cannot happen (atomic rename), a foreign one can
             raise DataFileError(f"{path} is not a readable checkpoint ({exc})") from None
-        self.truncate_metrics(int(state.pop("_metrics_rows", 0)))
+        digest = state.pop("_config_digest", None)
+        if digest is not None and digest != self._config_digest():
+            raise DataFileError(f"{path} was written for another configuration than {self.path / CONFIG} (was config.json edited?); start a new run")
+        rows = int(state.pop("_metrics_rows", 0))
+        if rows > self._rows:
+            raise DataFileError(
+                f"{self.path / METRICS} holds {self._rows} complete rows but {path} covers {rows}: rows were lost (the file was cut or edited); "
+                "continuing would leave a gap: restore the file or start a new run"
+            )
+        self.dropped_rows = self._rows - rows
+        self.truncate_metrics(rows)
+        self.resumed_at = rows
         return state
 
 
@@ -235,9 +338,9 @@ def _cell(v: Any) -> Any:
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
-    """metrics.csv of a run folder as a list of dicts (strings)."""
-    with open(Path(path) / METRICS, newline="") as fh:
-        return list(csv.DictReader(fh))
+    """metrics.csv of a run folder as a list of dicts (strings); a row cut at the end is left out."""
+    header, rows, _ = _read_table(Path(path) / METRICS)
+    return [dict(zip(header or [], row)) for row in rows]
 
 
 def read_claims(path: Path) -> list[dict[str, Any]]:
@@ -245,7 +348,9 @@ def read_claims(path: Path) -> list[dict[str, Any]]:
     p = Path(path) / CLAIMS
     if not p.exists():
         return []
+    with storage_errors(p, "read"):
+        text = p.read_text()
     try:
-        return json.loads(p.read_text())
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataFileError(f"{p} is not valid JSON ({exc})") from None

@@ -8,9 +8,9 @@ from ._base import (
     experiments,
     get_experiment,
     parse_overrides,
-    run_experiment,
 )
 from ._progress import progress
+from ._runner import run_experiment
 
 __all__ = [
     "Experiment",

@@ -8,6 +8,8 @@ Configuration is a pydantic model (extra keys forbidden). ``--set key=value`` va
 are parsed as JSON when they parse (numbers, booleans, lists) and as strings
 otherwise, then validated by the model; ``--quick`` applies the experiment's
 ``quick`` overrides first.
+
+Running one (``run_experiment``, with its status and ``--resume``) is :mod:`._runner`'s job.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import ConfigError, ParameterError, UnknownNameError
 from ..core.claims import Claim, verdict_at_least, verdict_at_most, verdict_close, verdict_test
-from ..core.store import RunFolder
+from ..core.store import RunFolder, storage_errors
 from ._progress import progress
 
 __all__ = [
@@ -42,7 +44,6 @@ __all__ = [
     "get_experiment",
     "parse_overrides",
     "resolve_device",
-    "run_experiment",
     "seed_everything",
     "torch_threads",
 ]
@@ -54,7 +55,7 @@ class ExperimentConfig(BaseModel):
     """Base of every experiment's configuration: unknown keys are errors; ``seed`` always exists."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1)  # numpy's and torch's seeds are non-negative 64-bit integers
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,10 @@ class RunContext:
         """Save a matplotlib figure as ``figures/<name>.png`` and close it."""
         import matplotlib.pyplot as plt
 
-        path = self.figure_path(name if name.endswith(".png") else f"{name}.png")
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        return path
+        try:
+            return self.folder.save_figure(fig, name if name.endswith(".png") else f"{name}.png")
+        finally:
+            plt.close(fig)
 
     def progress(self, iterable: Iterable[Any], *, desc: str = "", total: int | None = None) -> Any:
         return progress(iterable, desc=desc or self.experiment.name, total=total, enabled=self._show_progress)
@@ -252,8 +253,13 @@ def resolve_config(exp: Experiment, overrides: Mapping[str, Any], quick: bool) -
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The torch device named by ``--device`` (default CPU); CUDA must be available."""
-    dev = torch.device(device or "cpu")
+    """The torch device named by ``--device`` (default CPU): ``cpu``, ``cuda`` or ``cuda:N``; CUDA must be available."""
+    try:
+        dev = torch.device(device or "cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise ParameterError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ParameterError(f"--device {device!r} is not supported: use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("--device cuda was asked for but torch.cuda.is_available() is False on this machine")
     return dev
@@ -276,7 +282,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 @contextmanager
 def folder_logging(folder: RunFolder) -> Iterator[None]:
     """Inside: the ``collapselab`` loggers' records (INFO and up) are appended to the folder's log.txt."""
-    handler = logging.FileHandler(folder.log_file)
+    with storage_errors(folder.log_file):
+        handler = _LogFile(folder.log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("collapselab")
     root.addHandler(handler)
@@ -287,45 +294,15 @@ def folder_logging(folder: RunFolder) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
-        handler.close()
+        try:
+            handler.close()
+        except OSError:  # a full disk: the run's own error (if any) says so
+            pass
 
 
-def run_experiment(
-    name: str,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    out: Path | str = "runs",
-    device: str | torch.device | None = None,
-    quick: bool = False,
-    resume: Path | str | None = None,
-    show_progress: bool | None = None,
-    threads: int | None = None,
-) -> RunResult:
-    """Run one experiment into a fresh run folder (or continue ``resume``) and return its claims.
+class _LogFile(logging.FileHandler):
+    """log.txt: a line that cannot be written (full disk) is dropped without a traceback;
+    the run's writes of metrics, claims and checkpoints report the disk error themselves."""
 
-    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards); ``None``
-    keeps the current setting. Results are bit-reproducible for a fixed thread count.
-    """
-    exp = get_experiment(name)
-    dev = resolve_device(device)
-    if threads is not None and threads < 1:
-        raise ParameterError(f"run_experiment: threads must be >= 1, got {threads}")
-    if resume is not None:
-        folder = RunFolder.open(Path(resume))
-        doc = folder.config
-        if doc.get("experiment") != exp.name:
-            raise ConfigError(f"--resume {resume} is a run of {doc.get('experiment')!r}, not {exp.name!r}")
-        if overrides:
-            raise ConfigError("--resume continues a run with its recorded configuration; drop --set")
-        config = exp.config(**doc["config"])
-        quick = bool(doc.get("quick", False))
-        checkpoint = folder.load_checkpoint()
-    else:
-        config = resolve_config(exp, overrides or {}, quick)
-        folder = RunFolder.create(Path(out), exp.name, config.model_dump(), extra={"quick": quick, "device": str(dev), "seed": config.seed, "threads": threads or torch.get_num_threads()})
-        checkpoint = None
-    with folder_logging(folder), torch_threads(threads):
-        ctx = RunContext(exp, config, folder, dev, quick, checkpoint, show_progress)
-        log.info("running %s into %s (quick=%s, device=%s, threads=%d)", exp.name, folder.path, quick, dev, torch.get_num_threads())
-        exp.run(ctx)
-    return RunResult(exp.name, folder.path, folder.claims)
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
