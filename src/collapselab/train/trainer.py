@@ -45,10 +45,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.data import check_labels
+from ..core.data import check_class_labels
 from ..core.errors import ConfigError, DivergenceError, ParameterError, ShapeError
 from ..core.validation import Interval, check_finite, check_param
 from ._batches import EpochBatches, as_source, rank_shard
+from ._inputs import check_model_inputs
 from .config import TrainConfig, log_spaced_epochs
 from .measure import measure_features
 from .models import classifier_of, classifier_weights
@@ -172,6 +173,7 @@ class Trainer:
             raise ParameterError(f"{where}: targets are used by loss='mse' only; drop them or set loss='mse'")
         else:
             self.targets = None
+        check_model_inputs(model, self.source, self._to, self.num_classes, self.targets, where)
         self.classifier = classifier if classifier is not None else classifier_of(model)
         self.epoch_metrics = epoch_metrics
         self.callbacks = list(callbacks)
@@ -217,7 +219,7 @@ class Trainer:
             return int(num_classes)
         if self.source.X.is_floating_point():
             check_finite(self.source.X, "training inputs", where)
-        return check_labels(labels, None, where, num_classes)[1]
+        return check_class_labels(labels, where, num_classes=num_classes)[1]
 
     def _sync_batchnorm(self, model: nn.Module, where: str) -> nn.Module:
         """``model`` with its BatchNorm layers converted to ``nn.SyncBatchNorm`` (CUDA only)."""
