@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from collapselab.cli.construct import construct
+from collapselab.construct import load_network
 from collapselab.core.errors import DataFileError, MissingFileError, UnknownNameError
 from collapselab.core.data import gaussian_clusters, sequentially_separable
 
@@ -38,7 +39,9 @@ def test_json_output_and_saved_module(clustered_file, tmp_path) -> None:
     assert len(doc["layers"]) == 3
     assert {"collapses_class", "collapse_point", "mu", "cone_angle"} <= set(doc["layers"][0])
     assert doc["descriptive_parameters"] == 15 and doc["num_parameters"] == 4 * 12
-    module = torch.load(out, weights_only=False)
+    doc = torch.load(out, weights_only=True)  # plain tensors, ints and lists: no pickled code
+    assert doc["format"] == "collapselab.ReLUNet" and doc["widths"] == [3, 3, 3, 3, 3] and doc["kind"] == "clustered"
+    module = load_network(out)
     with torch.no_grad():
         pred = module(data.X)
     assert float(((pred - data.Y[data.labels]) ** 2).sum()) < 1e-24

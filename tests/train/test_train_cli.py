@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from collapselab.cli import app
 from collapselab.collapse import nc1
 from collapselab.core.data import gaussian_clusters
-from collapselab.core.store import read_metrics
+from collapselab.core.store import RunFolder, read_metrics
 from collapselab.train import MLP, Trainer
 
 runner = CliRunner()
@@ -124,8 +124,7 @@ def test_bad_input_exits_1_with_one_error_line(npz, tmp_path, args, message):
 
 
 def test_resume_of_an_experiment_run_is_refused(tmp_path):
-    assert runner.invoke(app, ["run", "truncation-geometry", "--quick", "--set", "trials=1", "--out", str(tmp_path)]).exit_code == 0
-    (folder,) = (tmp_path / "truncation-geometry").iterdir()
+    folder = RunFolder.create(tmp_path, "truncation-geometry", {"trials": 1}).path
     res = invoke("--resume", folder)
     assert res.exit_code == 1 and f"--resume {folder} is a run of 'truncation-geometry', not of `collapselab train`" in res.stderr
 

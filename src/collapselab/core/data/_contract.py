@@ -69,7 +69,7 @@ def check_class_labels(labels: Any, where: str, *, num_samples: int | None = Non
     C = hi + 1 if num_classes is None else int(num_classes)
     if lo < 0 or hi >= C:
         bad = lo if lo < 0 else hi
-        fixed = "" if num_classes is None else f" ({C} classes, from the rows of Y or weights)"
+        fixed = "" if num_classes is None else f" (C = {C} classes given)"
         raise LabelError(f"{where}: labels must be integers in [0, {C}){fixed}, found {bad} among the values {_values(lab)}; {REMAP_HINT}")
     counts = torch.bincount(lab.cpu(), minlength=C)
     empty = torch.nonzero(counts == 0).flatten().tolist()

@@ -324,7 +324,7 @@ def _idx_data(
     X = torch.from_numpy(images.reshape(images.shape[0], -1)[index]).to(dtype)
     if scale and images.dtype == np.uint8:
         X /= 255.0
-    return check_data(X, torch.from_numpy(lab), num_classes=q if q is not None else num_classes, dtype=dtype, name=name, where=where)
+    return _user_data(X, torch.from_numpy(lab), None, num_classes=q if q is not None else num_classes, dtype=dtype, name=name, where=where)
 
 
 def load_idx(
