@@ -179,3 +179,25 @@ def test_tensorboard_gets_the_metrics_rows_and_is_refused_without_the_package(np
     res = invoke(npz, *TINY, "--out", tmp_path / "none", "--tensorboard")
     assert res.exit_code == 1 and res.stderr.startswith("error: TensorBoardLogger: tensorboard is not importable")
     assert not (tmp_path / "none").exists()
+
+
+def test_resume_keeps_threads_and_world_size(npz, tmp_path):
+    assert invoke(npz, *TINY, "--out", tmp_path).exit_code == 0  # recorded with --threads 1
+    folder = only_folder(tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a different default than the recorded count
+    try:
+        res = invoke("--resume", folder)
+    finally:
+        torch.set_num_threads(before)
+    assert res.exit_code == 0, res.output
+    resumed = [line for line in (folder / "log.txt").read_text().splitlines() if "training mlp" in line]
+    assert len(resumed) == 2 and resumed[-1].endswith("world size 1, 1 threads)")
+    res = invoke("--resume", folder, "--threads", "2")
+    assert res.exit_code == 1 and res.stderr.startswith(f"error: --resume {folder}: --threads 2 differs from the recorded 1") and "Traceback" not in res.output
+    doc = json.loads((folder / "config.json").read_text())
+    doc["world_size"] = 2
+    (folder / "config.json").write_text(json.dumps(doc))
+    res = invoke("--resume", folder)
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1
+    assert "recorded with 2 process(es) and would continue with 1" in res.stderr and "torchrun --nproc_per_node=2" in res.stderr

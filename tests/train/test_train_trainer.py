@@ -216,3 +216,34 @@ def test_test_labels_are_range_checked_and_may_miss_classes(data):
     with torch.no_grad():  # the test pass runs after the epoch's update
         expected = float(torch.nn.functional.cross_entropy(model(data.X[keep]), data.labels[keep]))
     assert math.isclose(rec.metrics["test_loss"], expected, rel_tol=1e-12)
+
+
+def test_model_and_inputs_are_checked_against_each_other_before_training():
+    from collapselab.train import SquareLossConvNet
+
+    torch.manual_seed(0)
+    conv = SquareLossConvNet(in_channels=1, num_classes=3, input_size=28).double()
+    rows, labels = torch.randn(6, 784, dtype=torch.float64), torch.arange(6) % 3
+    before = {k: v.clone() for k, v in conv.state_dict().items()}
+    with pytest.raises(ShapeError, match=r"Trainer: the model cannot take the training inputs of shape \(6, 784\) .*expects images \(N, 1, H, W\), got rows \(N, 784\): reshape them, X.reshape\(-1, 1, 28, 28\)"):
+        Trainer(conv, (rows, labels), TrainConfig(epochs=1, batch_size=3, nc_points=0))
+    assert all(torch.equal(v, before[k]) for k, v in conv.state_dict().items())  # the probe changed nothing
+    assert conv.training
+    Trainer(conv, (rows.reshape(-1, 1, 28, 28), labels), TrainConfig(epochs=1, batch_size=3, nc_points=0))  # the named fix works
+    head = nn.Sequential(nn.Linear(4, 3)).double()  # no flatten: images reach the Linear
+    with pytest.raises(ShapeError, match=r"starts with an nn.Linear of 4 inputs and expects rows \(N, 4\): flatten"):
+        Trainer(head, (torch.randn(6, 1, 2, 2, dtype=torch.float64), labels), TrainConfig(epochs=1, nc_points=0))
+    with pytest.raises(ShapeError, match=r"first nn.Linear takes 4 inputs per sample but a sample has 9 values"):
+        Trainer(linear(), (torch.randn(6, 9, dtype=torch.float64), labels), TrainConfig(epochs=1, nc_points=0))
+    with pytest.raises(ShapeError, match=r"the model has 2 outputs but the labels have 3 classes"):
+        Trainer(linear(P=2), (torch.randn(6, 4, dtype=torch.float64), labels), TrainConfig(epochs=1, nc_points=0))
+
+
+def test_absurd_horizons_are_refused():
+    with pytest.raises(ParameterError, match=r"epochs must be int in \[1, 100000\], got 1000000000"):
+        TrainConfig(epochs=10**9)
+    with pytest.raises(ParameterError, match=r"seed must be an integer in \[0, 2\^63 - 1\], got -1"):
+        TrainConfig(epochs=1, seed=-1)
+    # a huge nc_points asks for every epoch, without allocating nc_points values
+    assert log_spaced_epochs(7, 10**12) == list(range(1, 8))
+    assert log_spaced_epochs(350, 10**6) == log_spaced_epochs(350, 35_000) == list(range(1, 351))

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from typer._click import exceptions as click_exceptions
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ._errors import cli_errors, handle, set_debug, usage_error
@@ -33,13 +33,6 @@ class _Boundary(TyperGroup):
     def get_params(self, ctx: Any) -> list[Any]:
         return _flags_without_metavar(super().get_params(ctx))
 
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        command = super().get_command(ctx, cmd_name)
-        if command is not None and not getattr(command, "_flags_fixed", False):
-            command.params = _flags_without_metavar(command.params)
-            command._flags_fixed = True
-        return command
-
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         set_debug(False)
         try:
@@ -56,6 +49,13 @@ class _Boundary(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+class _Command(TyperCommand):
+    """A command whose boolean flags (``--help`` included) show without a value placeholder."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_metavar(super().get_params(ctx))
 
 
 def _flags_without_metavar(params: list[Any]) -> list[Any]:
@@ -95,13 +95,13 @@ def _options(
     set_debug(debug)
 
 
-app.command("list")(cli_errors(list_experiments))
-app.command("run")(cli_errors(run))
-app.command("reproduce")(cli_errors(reproduce))
-app.command("report")(cli_errors(report))
-app.command("metrics")(cli_errors(metrics))
-app.command("construct")(cli_errors(construct))
-app.command("train")(cli_errors(train))
+app.command("list", cls=_Command)(cli_errors(list_experiments))
+app.command("run", cls=_Command)(cli_errors(run))
+app.command("reproduce", cls=_Command)(cli_errors(reproduce))
+app.command("report", cls=_Command)(cli_errors(report))
+app.command("metrics", cls=_Command)(cli_errors(metrics))
+app.command("construct", cls=_Command)(cli_errors(construct))
+app.command("train", cls=_Command)(cli_errors(train))
 
 
 def main() -> None:

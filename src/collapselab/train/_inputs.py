@@ -29,10 +29,11 @@ def _input_hint(model: nn.Module, x: torch.Tensor) -> str:
         if side * side * c == M:
             return f"the model starts with a Conv2d and expects images (N, {c}, H, W), got rows (N, {M}): reshape them, X.reshape(-1, {c}, {side}, {side}) (collapselab.train.as_images(data, channels={c}) does it)"
         return f"the model starts with a Conv2d and expects images (N, {c}, H, W), got rows (N, {M}), which are not {c} square channel(s); reshape them to the images' shape"
-    if isinstance(first, nn.Linear) and x.ndim > 2:
-        return f"the model starts with an nn.Linear of {first.in_features} inputs and expects rows (N, {first.in_features}): flatten the inputs, X.reshape(len(X), -1)"
     if isinstance(first, nn.Linear):
-        return f"the model's first nn.Linear takes {first.in_features} inputs per sample; give inputs of that width or change the model"
+        values = math.prod(x.shape[1:])
+        if x.ndim > 2 and values == first.in_features:
+            return f"the model starts with an nn.Linear of {first.in_features} inputs and expects rows (N, {first.in_features}): flatten the inputs, X.reshape(len(X), -1)"
+        return f"the model's first nn.Linear takes {first.in_features} inputs per sample but a sample has {values} values; give inputs of that width or change the model"
     return "give inputs of the shape the model expects"
 
 
