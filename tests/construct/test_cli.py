@@ -73,3 +73,27 @@ def test_errors(tmp_path) -> None:
     junk.write_bytes(b"not a zip")
     res = runner.invoke(app, ["construct", "shallow", str(junk)])
     assert isinstance(res.exception, DataFileError) and "is not an .npz archive" in str(res.exception)
+
+
+def test_save_and_load_network_round_trip(tmp_path) -> None:
+    from collapselab.construct import save_network
+    from collapselab.core.network import ReLUNet
+
+    torch.manual_seed(0)
+    net = ReLUNet([3, 5, 4, 2])
+    path = save_network(net, tmp_path / "net.pt")
+    doc = torch.load(path, weights_only=True)
+    assert doc["widths"] == [3, 5, 4, 2] and "kind" not in doc
+    loaded = load_network(path)
+    X = torch.randn(7, 3, dtype=torch.float64)
+    assert loaded.widths == net.widths and torch.equal(loaded(X), net(X))  # the same parameters, the same code path
+    torch.save(net, tmp_path / "pickled.pt")  # the old format: a pickled module
+    with pytest.raises(DataFileError, match="is not a network saved by collapselab construct --out"):
+        load_network(tmp_path / "pickled.pt")
+    torch.save({"format": "collapselab.ReLUNet", "version": 99}, tmp_path / "future.pt")
+    with pytest.raises(DataFileError, match="has format version 99"):
+        load_network(tmp_path / "future.pt")
+    with pytest.raises(MissingFileError, match="does not exist"):
+        load_network(tmp_path / "none.pt")
+    with pytest.raises(MissingFileError, match="folder .* does not exist"):
+        save_network(net, tmp_path / "no" / "net.pt")
