@@ -95,6 +95,11 @@ def test_resume_after_a_crash_reproduces_the_metrics(npz, tmp_path, monkeypatch)
     assert res.exit_code == 0, res.output
     assert read_metrics(cut) == read_metrics(only_folder(tmp_path / "ref"))  # every value, to the last digit
     assert json.loads(res.stdout)["epochs"] == 4
+    assert f"resuming {cut} after epoch 2 of 4" in res.stderr and f"resuming {cut} after epoch 2 of 4" in (cut / "log.txt").read_text()
+    (cut / "checkpoint.pt").unlink()  # nothing to continue from: said, and the run starts over
+    res = invoke("--resume", cut)
+    assert res.exit_code == 0 and f"no checkpoint in {cut}: starting again from epoch 0" in res.stderr
+    assert read_metrics(cut) == read_metrics(only_folder(tmp_path / "ref"))
     # options given with --resume must be the recorded ones
     res = invoke("--resume", cut, "--lr", "0.2")
     assert res.exit_code == 1

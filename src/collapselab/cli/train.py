@@ -276,6 +276,7 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
                 trainer.load_state_dict(checkpoint)
             trainer.fit()
             return None
+        resumed = folder is not None
         path = Path(out) / RUN_NAME / new_run_id() if folder is None else folder.path
         board = TensorBoardLogger(path / "tensorboard") if tensorboard else None  # refuses before anything is written
         if folder is None:
@@ -288,6 +289,10 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
         log.info("training %s on %s into %s (%s, world size %d, %d threads)", opts["model"], opts["data"], folder.path, device, world, torch.get_num_threads())
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint)
+        if resumed:
+            note = f"resuming {folder.path} after epoch {trainer.epoch} of {config.epochs}" if checkpoint is not None else f"no checkpoint in {folder.path}: starting again from epoch 0"
+            log.info(note)
+            typer.echo(note, err=True)
         bar = progress(trainer.iterate(), desc=RUN_NAME, total=config.epochs - trainer.epoch)
         post: dict[str, str] = {}
         for record in bar:
