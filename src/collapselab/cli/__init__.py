@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer._click import exceptions as click_exceptions
 from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
-from ._errors import cli_errors, handle, set_debug, usage_error
+from ._errors import cli_errors, click_exceptions, handle, set_debug, usage_error
 from ._experiments import list_experiments, reproduce, report, run
 from .construct import construct
 from .metrics import metrics

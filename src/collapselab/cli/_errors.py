@@ -25,7 +25,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from typer._click import exceptions as click_exceptions
+
+try:  # typer >= 0.20 vendors click as typer._click; older releases use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover (depends on the installed typer)
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..core.errors import CollapseLabError
 
@@ -35,6 +39,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
     "cli_errors",
+    "click_exceptions",
     "debug_enabled",
     "describe_os_error",
     "set_debug",
@@ -107,7 +112,7 @@ def handle(exc: BaseException) -> int:
     """Print the error line for ``exc`` (and the traceback with ``--debug``); return the exit code."""
     if isinstance(exc, KeyboardInterrupt):
         _traceback()
-        _say("interrupted; a run folder keeps its last checkpoint: continue it with --resume RUN_FOLDER")
+        _say("interrupted (Ctrl-C); a run folder keeps its last checkpoint: continue it with --resume RUN_FOLDER")
         return EXIT_INTERRUPTED
     _traceback()
     if isinstance(exc, CollapseLabError):
@@ -131,7 +136,7 @@ def handle(exc: BaseException) -> int:
 def usage_error(exc: click_exceptions.ClickException) -> int:
     """A usage error (Typer/click) as one ``error:`` line naming the option and pointing at ``--help``
     (a command group called without a command prints its help instead)."""
-    if isinstance(exc, click_exceptions.NoArgsIsHelpError):
+    if isinstance(exc, getattr(click_exceptions, "NoArgsIsHelpError", ())):
         typer.echo(exc.format_message(), err=True)
         return EXIT_USAGE
     message = exc.format_message()
