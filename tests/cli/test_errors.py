@@ -246,3 +246,18 @@ def test_train_resume_with_a_broken_config(npz, tmp_path):
     del doc["config"]["lr"]
     config.write_text(json.dumps(doc))
     one_error(invoke("train", "--resume", folder), 1, "config.json lacks the recorded option(s) lr")
+
+
+def test_construct_out_is_a_folder_names_the_target(tmp_path):
+    data = gaussian_clusters(3, 6, delta=0.02, seed=2)
+    np.savez(tmp_path / "d.npz", **data.to_numpy())
+    line = one_error(invoke("construct", "clustered", tmp_path / "d.npz", "--out", tmp_path), 1, "the path is a folder, not a file")
+    assert line.startswith(f"error: {tmp_path}: ") and ".tmp" not in line  # the path asked for, not the temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
+
+
+def test_console_entry_point_usage_error():
+    """The real entry point (not CliRunner): one line, exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "collapselab.cli", "train", "digits", "--threads", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: Invalid value for '--threads'"), proc.stderr

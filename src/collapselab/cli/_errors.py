@@ -19,9 +19,11 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -90,9 +92,21 @@ _OS_FIXES = {
 }
 
 
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp")
+
+
+def _user_path(name: object) -> str:
+    """The path the user asked for: an atomic write's temporary file ``.NAME.XXXX.tmp`` is named
+    by its target ``NAME`` (same folder)."""
+    p = Path(str(name))
+    match = _TEMPORARY.fullmatch(p.name)
+    return str(p.with_name(match.group("name")) if match else p)
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an ``OSError`` from a file operation: what failed, on which path, the fix."""
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    target = exc.filename2 if exc.filename2 is not None else exc.filename  # a rename: its destination
+    where = "" if target is None else _user_path(target)
     what, fix = _OS_FIXES.get(exc.errno or -1, (exc.strerror or type(exc).__name__, "check the path, its permissions and the free disk space"))
     return f"{where + ': ' if where else ''}{what} ({exc.strerror or exc}); {fix}"
 
