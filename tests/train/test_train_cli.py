@@ -212,3 +212,8 @@ def test_resume_keeps_threads_and_world_size(npz, tmp_path):
     res = invoke("--resume", folder)
     assert res.exit_code == 1 and res.stderr.count("\n") == 1
     assert "recorded with 2 process(es) and would continue with 1" in res.stderr and "torchrun --nproc_per_node=2" in res.stderr
+    if not torch.cuda.is_available():
+        doc["world_size"], doc["device"] = 1, "cuda:0"
+        (folder / "config.json").write_text(json.dumps(doc))
+        res = invoke("--resume", folder)
+        assert res.exit_code == 1 and res.stderr.count("\n") == 1 and "the run was recorded on cuda:0, which this machine cannot use" in res.stderr

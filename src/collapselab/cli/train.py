@@ -119,7 +119,10 @@ def _machine(ctx: typer.Context, folder: RunFolder | None, device: str, threads:
     if recorded_device is None:
         return resolve_device(device), threads
     if not _given(ctx, "device"):
-        return resolve_device(torch.device(recorded_device).type if world > 1 else recorded_device), threads
+        try:
+            return resolve_device(torch.device(recorded_device).type if world > 1 else recorded_device), threads
+        except ParameterError as exc:
+            raise ConfigError(f"--resume {path}: the run was recorded on {recorded_device}, which this machine cannot use ({exc}); resume it where that device exists") from None
     chosen = resolve_device(device)
     if chosen.type != torch.device(recorded_device).type:
         raise ConfigError(f"--resume {path}: --device {device} differs from the recorded {recorded_device} (other kernels, other numbers); drop --device")
