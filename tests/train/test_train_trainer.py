@@ -247,3 +247,24 @@ def test_absurd_horizons_are_refused():
     # a huge nc_points asks for every epoch, without allocating nc_points values
     assert log_spaced_epochs(7, 10**12) == list(range(1, 8))
     assert log_spaced_epochs(350, 10**6) == log_spaced_epochs(350, 35_000) == list(range(1, 351))
+
+
+def test_on_step_reports_every_step_of_every_epoch(data):
+    from collapselab.cli.train import _step_display
+
+    trainer = Trainer(linear(), (data.X, data.labels), TrainConfig(epochs=2, batch_size=25, nc_points=0))  # 60 samples: 3 steps
+    calls = []
+    trainer.on_step = lambda step, steps: calls.append((step, steps))
+    trainer.fit()
+    assert calls == [(1, 3), (2, 3), (3, 3)] * 2
+
+    class Bar:
+        shown: list[str] = []
+
+        def set_description_str(self, text):
+            self.shown.append(text)
+
+    show = _step_display(Bar(), every=3600.0)  # the first step and the last of an epoch are always shown
+    for step in (1, 2, 3):
+        show(step, 3)
+    assert Bar.shown == ["train (step 1/3)", "train (step 3/3)"]

@@ -21,6 +21,8 @@ import json
 import logging
 import math
 import os
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -297,12 +299,28 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
             log.info(note)
             typer.echo(note, err=True)
         bar = progress(trainer.iterate(), desc=RUN_NAME, total=config.epochs - trainer.epoch)
+        trainer.on_step = _step_display(bar)
         post: dict[str, str] = {}
         for record in bar:
             post.update(record.postfix())  # nc1 stays the latest measured value
             bar.set_postfix(**post)
         _save_figure(folder, f"{opts['model']} on {opts['data']}")
         return _summary(folder.path)
+
+
+def _step_display(bar: Any, every: float = 0.5) -> Callable[[int, int], None]:
+    """``on_step`` for the epoch bar: the step within the epoch in its description, redrawn at
+    most every ``every`` seconds (and at the last step), so long epochs show progress too."""
+    last = -math.inf
+
+    def show(step: int, steps: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every or step == steps:
+            last = now
+            bar.set_description_str(f"{RUN_NAME} (step {step}/{steps})")
+
+    return show
 
 
 def _save_figure(folder: RunFolder, title: str) -> None:

@@ -124,7 +124,9 @@ class Trainer:
     :func:`.models.classifier_of`); the classifier metrics (NC2 of the weights, NC3, NC4,
     accuracy, margins) need it to have ``C`` outputs and are NaN otherwise (MSE targets of
     width ``P != C``). epoch_metrics: ``f(model) -> {name: value}`` evaluated after
-    every epoch (e.g. the seed-002 rho). callbacks: see :class:`Callback`.
+    every epoch (e.g. the seed-002 rho). callbacks: see :class:`Callback`. The attribute
+    ``on_step``, if set to ``f(step, steps)``, is called after every optimisation step of an
+    epoch (progress displays within long epochs).
     measure_batch_size: batch size of measurement passes (default: the training batch size).
     sync_batchnorm: under DDP, convert the model's BatchNorm layers (in place) to
     ``nn.SyncBatchNorm`` (global batch statistics; CUDA only, see the module docstring); no
@@ -177,6 +179,7 @@ class Trainer:
         self.classifier = classifier if classifier is not None else classifier_of(model)
         self.epoch_metrics = epoch_metrics
         self.callbacks = list(callbacks)
+        self.on_step: Callable[[int, int], None] | None = None
 
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
@@ -279,6 +282,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.on_step is not None:
+                self.on_step(step + 1, len(plan))
             acc[0] += local
             acc[1] += (self.predict(out.detach()) != y).sum()
             acc[2] += y.shape[0]
