@@ -217,3 +217,16 @@ def test_resume_keeps_threads_and_world_size(npz, tmp_path):
         (folder / "config.json").write_text(json.dumps(doc))
         res = invoke("--resume", folder)
         assert res.exit_code == 1 and res.stderr.count("\n") == 1 and "the run was recorded on cuda:0, which this machine cannot use" in res.stderr
+
+
+def test_resume_with_metrics_rows_lost_is_refused(npz, tmp_path):
+    assert invoke(npz, *TINY, "--out", tmp_path).exit_code == 0
+    folder = only_folder(tmp_path)
+    metrics = folder / "metrics.csv"
+    full = metrics.read_text()
+    lines = full.splitlines(keepends=True)
+    for cut, lost in ((full[:-7], "the row(s) of epoch 4 are lost"), ("".join(lines[:3]) + lines[3][:10], "the row(s) of epochs 3 to 4 are lost")):
+        metrics.write_text(cut)  # cut mid-row, after the checkpoint of epoch 4 was written
+        res = invoke("--resume", folder)
+        assert res.exit_code == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.output
+        assert res.stderr.startswith(f"error: --resume {folder}: metrics.csv holds") and lost in res.stderr

@@ -16,6 +16,7 @@ top-level app prints ``error: ...`` and exits 1.
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import logging
@@ -31,7 +32,7 @@ import torch
 import typer
 
 from ..core.data import LOADERS, ClassificationData, load_dataset, select_classes
-from ..core.errors import ConfigError, ParameterError
+from ..core.errors import ConfigError, DataFileError, ParameterError
 from ..core.runtime import resolve_device
 from ..core.store import RunFolder, new_run_id, read_metrics
 from ..core.validation import Interval, OneOf, check_param
@@ -294,6 +295,7 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
         log.info("training %s on %s into %s (%s, world size %d, %d threads)", opts["model"], opts["data"], folder.path, device, world, torch.get_num_threads())
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint)
+            _check_rows(folder, trainer.epoch)
         if resumed:
             note = f"resuming {folder.path} after epoch {trainer.epoch} of {config.epochs}" if checkpoint is not None else f"no checkpoint in {folder.path}: starting again from epoch 0"
             log.info(note)
@@ -306,6 +308,35 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
             bar.set_postfix(**post)
         _save_figure(folder, f"{opts['model']} on {opts['data']}")
         return _summary(folder.path)
+
+
+def _complete_rows(folder: RunFolder) -> int:
+    """Data rows of metrics.csv written in full: every column present and the line ended."""
+    path = folder.path / "metrics.csv"
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines:
+        return 0
+    width = len(next(csv.reader([lines[0]])))
+    count = 0
+    for line in lines[1:]:
+        if not line.endswith("\n") or len(next(csv.reader([line]), [])) != width:
+            break
+        count += 1
+    return count
+
+
+def _check_rows(folder: RunFolder, epoch: int) -> None:
+    """A resumed run continues after its checkpoint's epoch: metrics.csv must hold that many rows
+    in full, or rows are lost (a damaged or cut file) and the run cannot be completed as recorded."""
+    rows = _complete_rows(folder)
+    if rows < epoch:
+        lost = f"epoch {epoch}" if rows + 1 == epoch else f"epochs {rows + 1} to {epoch}"
+        raise DataFileError(
+            f"--resume {folder.path}: metrics.csv holds {rows} complete row(s) but the checkpoint is after epoch {epoch}, so the row(s) of "
+            f"{lost} are lost; start a new run (or delete checkpoint.pt to train this one again from epoch 0)"
+        )
 
 
 def _step_display(bar: Any, every: float = 0.5) -> Callable[[int, int], None]:
