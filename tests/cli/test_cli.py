@@ -120,6 +120,8 @@ def test_metrics_and_construct_json_on_stdout(tmp_path):
     assert doc["cost"] < 1e-12 and len(doc["layers"]) == 3
     import torch
 
-    net = torch.load(tmp_path / "net.pt", weights_only=False)
+    from collapselab.construct import load_network
+
+    net = load_network(tmp_path / "net.pt")
     out = net(data.X).detach()
     assert float((out - data.Y[data.labels]).abs().max()) < 1e-10

@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from collapselab.cli.construct import construct
+from collapselab.construct import load_network
 from collapselab.core.errors import DataFileError, MissingFileError, UnknownNameError
 from collapselab.core.data import gaussian_clusters, sequentially_separable
 
@@ -38,7 +39,9 @@ def test_json_output_and_saved_module(clustered_file, tmp_path) -> None:
     assert len(doc["layers"]) == 3
     assert {"collapses_class", "collapse_point", "mu", "cone_angle"} <= set(doc["layers"][0])
     assert doc["descriptive_parameters"] == 15 and doc["num_parameters"] == 4 * 12
-    module = torch.load(out, weights_only=False)
+    doc = torch.load(out, weights_only=True)  # plain tensors, ints and lists: no pickled code
+    assert doc["format"] == "collapselab.ReLUNet" and doc["widths"] == [3, 3, 3, 3, 3] and doc["kind"] == "clustered"
+    module = load_network(out)
     with torch.no_grad():
         pred = module(data.X)
     assert float(((pred - data.Y[data.labels]) ** 2).sum()) < 1e-24
@@ -70,3 +73,27 @@ def test_errors(tmp_path) -> None:
     junk.write_bytes(b"not a zip")
     res = runner.invoke(app, ["construct", "shallow", str(junk)])
     assert isinstance(res.exception, DataFileError) and "is not an .npz archive" in str(res.exception)
+
+
+def test_save_and_load_network_round_trip(tmp_path) -> None:
+    from collapselab.construct import save_network
+    from collapselab.core.network import ReLUNet
+
+    torch.manual_seed(0)
+    net = ReLUNet([3, 5, 4, 2])
+    path = save_network(net, tmp_path / "net.pt")
+    doc = torch.load(path, weights_only=True)
+    assert doc["widths"] == [3, 5, 4, 2] and "kind" not in doc
+    loaded = load_network(path)
+    X = torch.randn(7, 3, dtype=torch.float64)
+    assert loaded.widths == net.widths and torch.equal(loaded(X), net(X))  # the same parameters, the same code path
+    torch.save(net, tmp_path / "pickled.pt")  # the old format: a pickled module
+    with pytest.raises(DataFileError, match="is not a network saved by collapselab construct --out"):
+        load_network(tmp_path / "pickled.pt")
+    torch.save({"format": "collapselab.ReLUNet", "version": 99}, tmp_path / "future.pt")
+    with pytest.raises(DataFileError, match="has format version 99"):
+        load_network(tmp_path / "future.pt")
+    with pytest.raises(MissingFileError, match="does not exist"):
+        load_network(tmp_path / "none.pt")
+    with pytest.raises(MissingFileError, match="folder .* does not exist"):
+        save_network(net, tmp_path / "no" / "net.pt")

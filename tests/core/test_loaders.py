@@ -254,7 +254,7 @@ def test_idx_classes_errors(tmp_path, tiny_images):
     with pytest.raises(ParameterError, match=r"limit_per_class must be int in \[1, inf\), got 0"):
         load_idx(ip, lp, limit_per_class=0)
     gap = write_idx(tmp_path / "gap", np.where(labels == 1, 2, labels).astype(np.uint8))
-    with pytest.raises(EmptyClassError, match=r"class 1 of Q=3 has no samples"):
+    with pytest.raises(EmptyClassError, match=r"classes must be 0..2 with every class present, but class 1 has no samples"):
         load_idx(ip, gap)
 
 
@@ -440,9 +440,9 @@ def test_from_dataset_errors():
         from_dataset(_Stream([(torch.zeros(2), 0, 5)]))
     with pytest.raises(ShapeError, match=r"labels of shape \(2,\) per item \(one-hot"):
         from_dataset(_Stream([(torch.zeros(2), torch.tensor([1.0, 0.0]))]))
-    with pytest.raises(EmptyClassError, match=r"class 1 of Q=3 has no samples"):
+    with pytest.raises(EmptyClassError, match=r"classes must be 0..2 with every class present, but class 1 has no samples"):
         from_dataset(_Stream([(torch.zeros(2), 0), (torch.ones(2), 2)]))
-    with pytest.raises(LabelError, match=r"labels must lie in \[0, 2\), found 2"):
+    with pytest.raises(LabelError, match=r"labels must be integers in \[0, 2\) \(C = 2 classes given\), found 2 among the values \{0, 2\}; remap"):
         from_dataset(_Stream([(torch.zeros(2), 0), (torch.ones(2), 2)]), num_classes=2)
 
 
@@ -480,3 +480,51 @@ def test_every_error_is_a_collapselab_error(tmp_path):
     for call in (lambda: load_sklearn("x"), lambda: load_npz(tmp_path / "x.npz"), lambda: read_idx(tmp_path / "x")):
         with pytest.raises(CollapseLabError):
             call()
+
+
+# -- the array and label contract ---------------------------------------------------------
+
+
+def test_damaged_npz_and_array_aliases(tmp_path):
+    from collapselab.core.data import read_npz
+
+    X, labels = np.arange(600.0).reshape(200, 3), np.arange(200) % 4
+    path = tmp_path / "d.npz"
+    np.savez(path, features=X, labels=labels)  # `features` for `X`: one file for every command
+    data = load_dataset(path)
+    assert torch.equal(data.X, torch.from_numpy(X)) and data.num_classes == 4
+    assert set(read_npz(path, ("X", "labels"))) == {"X", "labels"}
+    torch.save({"features": torch.from_numpy(X), "labels": torch.from_numpy(labels)}, tmp_path / "d.pt")
+    assert torch.equal(load_dataset(tmp_path / "d.pt").X, data.X)
+    np.savez(path, X=X, features=X, labels=labels)
+    with pytest.raises(ShapeError, match=r"holds both 'X' and 'features'; keep one of them"):
+        load_dataset(path)
+    np.savez(path, X=X, labels=labels)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF  # a byte of X's data: headers intact, CRC wrong
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFileError, match=r"is a damaged .npz archive \(BadZipFile: Bad CRC-32"):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([0, 1, -1, 2], r"labels must be integers in \[0, 3\), found -1 among the values \{-1, 0, 1, 2\}; remap them to 0..C-1 with labels = np.unique"),
+        ([3, 7, 9, 3], r"classes must be 0..9 with every class present, but class 0 has no samples \(label values \{3, 7, 9\}\); remap"),
+        ([0.0, 1.0, 1.5, 0.0], r"labels must be integers, got non-integral values such as 1.5"),
+        ([True, False, True, False], r"labels must be integers, got booleans"),
+    ],
+)
+def test_label_contract_of_the_loaders(tmp_path, labels, message):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.ones((4, 2)), labels=np.array(labels))
+    with pytest.raises(CollapseLabError, match=message):
+        load_dataset(path)
+
+
+def test_labels_fixed_by_Y_rows(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.ones((4, 2)), labels=np.array([0, 1, 2, 0]), Y=np.eye(2))
+    with pytest.raises(LabelError, match=r"labels must be integers in \[0, 2\) \(C = 2 classes given\), found 2"):
+        load_dataset(path)

@@ -99,7 +99,7 @@ def test_diverging_learning_rate_is_caught_and_the_last_checkpoint_kept(data, tm
     bad[0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match=r"Trainer: training inputs has 1 non-finite entry, first NaN at index \(0, 0\)"):
         Trainer(linear(), (bad, data.labels), TrainConfig(epochs=1, nc_points=0))
-    with pytest.raises(EmptyClassError, match="class 1 of Q=3 has no samples"):
+    with pytest.raises(EmptyClassError, match=r"classes must be 0..2 with every class present, but class 1 has no samples"):
         Trainer(linear(), (data.X, data.labels.clamp(max=0) * 2), TrainConfig(epochs=1, nc_points=0), num_classes=3)
 
 
@@ -225,3 +225,55 @@ def test_test_labels_are_range_checked_and_may_miss_classes(data):
     with torch.no_grad():  # the test pass runs after the epoch's update
         expected = float(torch.nn.functional.cross_entropy(model(data.X[keep]), data.labels[keep]))
     assert math.isclose(rec.metrics["test_loss"], expected, rel_tol=1e-12)
+
+
+def test_model_and_inputs_are_checked_against_each_other_before_training():
+    from collapselab.train import SquareLossConvNet
+
+    torch.manual_seed(0)
+    conv = SquareLossConvNet(in_channels=1, num_classes=3, input_size=28).double()
+    rows, labels = torch.randn(6, 784, dtype=torch.float64), torch.arange(6) % 3
+    before = {k: v.clone() for k, v in conv.state_dict().items()}
+    with pytest.raises(ShapeError, match=r"Trainer: the model cannot take the training inputs of shape \(6, 784\) .*expects images \(N, 1, H, W\), got rows \(N, 784\): reshape them, X.reshape\(-1, 1, 28, 28\)"):
+        Trainer(conv, (rows, labels), TrainConfig(epochs=1, batch_size=3, nc_points=0))
+    assert all(torch.equal(v, before[k]) for k, v in conv.state_dict().items())  # the probe changed nothing
+    assert conv.training
+    Trainer(conv, (rows.reshape(-1, 1, 28, 28), labels), TrainConfig(epochs=1, batch_size=3, nc_points=0))  # the named fix works
+    head = nn.Sequential(nn.Linear(4, 3)).double()  # no flatten: images reach the Linear
+    with pytest.raises(ShapeError, match=r"starts with an nn.Linear of 4 inputs and expects rows \(N, 4\): flatten"):
+        Trainer(head, (torch.randn(6, 1, 2, 2, dtype=torch.float64), labels), TrainConfig(epochs=1, nc_points=0))
+    with pytest.raises(ShapeError, match=r"first nn.Linear takes 4 inputs per sample but a sample has 9 values"):
+        Trainer(linear(), (torch.randn(6, 9, dtype=torch.float64), labels), TrainConfig(epochs=1, nc_points=0))
+    with pytest.raises(ShapeError, match=r"the model has 2 outputs but the labels have 3 classes"):
+        Trainer(linear(P=2), (torch.randn(6, 4, dtype=torch.float64), labels), TrainConfig(epochs=1, nc_points=0))
+
+
+def test_absurd_horizons_are_refused():
+    with pytest.raises(ParameterError, match=r"epochs must be int in \[1, 100000\], got 1000000000"):
+        TrainConfig(epochs=10**9)
+    with pytest.raises(ParameterError, match=r"seed must be an integer in \[0, 2\^63 - 1\], got -1"):
+        TrainConfig(epochs=1, seed=-1)
+    # a huge nc_points asks for every epoch, without allocating nc_points values
+    assert log_spaced_epochs(7, 10**12) == list(range(1, 8))
+    assert log_spaced_epochs(350, 10**6) == log_spaced_epochs(350, 35_000) == list(range(1, 351))
+
+
+def test_on_step_reports_every_step_of_every_epoch(data):
+    from collapselab.cli.train import _step_display
+
+    trainer = Trainer(linear(), (data.X, data.labels), TrainConfig(epochs=2, batch_size=25, nc_points=0))  # 60 samples: 3 steps
+    calls = []
+    trainer.on_step = lambda step, steps: calls.append((step, steps))
+    trainer.fit()
+    assert calls == [(1, 3), (2, 3), (3, 3)] * 2
+
+    class Bar:
+        shown: list[str] = []
+
+        def set_description_str(self, text):
+            self.shown.append(text)
+
+    show = _step_display(Bar(), every=3600.0)  # the first step and the last of an epoch are always shown
+    for step in (1, 2, 3):
+        show(step, 3)
+    assert Bar.shown == ["train (step 1/3)", "train (step 3/3)"]

@@ -1,13 +1,22 @@
 """The ``collapselab`` command line (Typer). Commands stay thin: parse, call the library, print.
 
-``collapselab --help`` lists them; each exits 1 with one ``error: ...`` line on bad input.
+``collapselab --help`` lists them. Every failure ends in one ``error: ...`` line on stderr and a
+documented exit code (:mod:`._errors`: 1 bad input, data, files or failed claims; 2 usage;
+70 internal error; 130 interrupted); ``collapselab --debug COMMAND ...`` (or
+``COLLAPSELAB_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
 
-import typer
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-from ._errors import cli_errors
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+from .. import __version__
+from ._errors import cli_errors, click_exceptions, handle, set_debug, usage_error
 from ._experiments import list_experiments, reproduce, report, run
 from .construct import construct
 from .metrics import metrics
@@ -15,20 +24,83 @@ from .train import train
 
 __all__ = ["app", "main"]
 
+
+class _Boundary(TyperGroup):
+    """The app's command group: usage errors, interrupts and anything that escapes a command end
+    in one ``error:`` line (:mod:`._errors`), for the console script and Typer's CliRunner alike."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_metavar(super().get_params(ctx))
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        set_debug(False)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = 0 if code is None else int(code)
+        except click_exceptions.ClickException as exc:
+            code = usage_error(exc)
+        except typer.Abort:
+            code = handle(KeyboardInterrupt())
+        except KeyboardInterrupt as exc:
+            code = handle(exc)
+        except Exception as exc:  # noqa: BLE001 (the boundary: a failure outside a command, e.g. while parsing)
+            code = handle(exc)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+class _Command(TyperCommand):
+    """A command whose boolean flags (``--help`` included) show without a value placeholder."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_metavar(super().get_params(ctx))
+
+
+def _flags_without_metavar(params: list[Any]) -> list[Any]:
+    """Boolean flags show as flags in --help (``--test``), not with a ``<bool>`` value placeholder."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
 app = typer.Typer(
     name="collapselab",
     help="Geometry of training deep classifiers: explicit minimizers, adapted flows, effective dynamics, neural collapse.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Boundary,
 )
-app.command("list")(cli_errors(list_experiments))
-app.command("run")(cli_errors(run))
-app.command("reproduce")(cli_errors(reproduce))
-app.command("report")(cli_errors(report))
-app.command("metrics")(cli_errors(metrics))
-app.command("construct")(cli_errors(construct))
-app.command("train")(cli_errors(train))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"collapselab {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Print the traceback of an error (also: COLLAPSELAB_DEBUG=1).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Geometry of training deep classifiers: explicit minimizers, adapted flows, effective dynamics, neural collapse.
+
+    Exit codes: 0 success; 1 bad input, data or files, or a failed claim; 2 usage error;
+    70 internal error (a bug); 130 interrupted.
+    """
+    set_debug(debug)
+
+
+app.command("list", cls=_Command)(cli_errors(list_experiments))
+app.command("run", cls=_Command)(cli_errors(run))
+app.command("reproduce", cls=_Command)(cli_errors(reproduce))
+app.command("report", cls=_Command)(cli_errors(report))
+app.command("metrics", cls=_Command)(cli_errors(metrics))
+app.command("construct", cls=_Command)(cli_errors(construct))
+app.command("train", cls=_Command)(cli_errors(train))
 
 
 def main() -> None:

@@ -1,7 +1,10 @@
 """``collapselab construct KIND FILE.npz [--out net.pt] [--json]``: explicit zero-loss minimizers.
 
-Thin: resolves the kind (:func:`collapselab.construct.get_construction`), reads the arrays,
-calls the construction, saves and prints.
+Thin: resolves the kind (:func:`collapselab.construct.get_construction`), reads the arrays under
+the label and array contract (:mod:`collapselab.core.data._contract`: ``X`` or ``features``,
+``labels`` in ``[0, Q)``, optional ``Y``), calls the construction, saves
+(:func:`collapselab.construct.save_network`, read back by :func:`~collapselab.construct.load_network`
+or ``torch.load(path, weights_only=True)``) and prints.
 Bad input raises a :class:`~collapselab.core.errors.CollapseLabError`; the top-level app
 prints ``error: ...`` and exits 1.
 """
@@ -12,11 +15,10 @@ import json
 import math
 from pathlib import Path
 
-import torch
 import typer
 
-from ..construct import ConstructedNetwork, get_construction
-from ..core.data import read_npz
+from ..construct import ConstructedNetwork, get_construction, save_network
+from ..core.data import check_class_labels, read_npz
 from ..core.errors import MissingFileError
 
 __all__ = ["construct"]
@@ -41,21 +43,23 @@ def _describe(result: ConstructedNetwork) -> str:
 
 def construct(
     kind: str = typer.Argument(..., help="clustered | clustered-wide | sequential | shallow"),
-    file: Path = typer.Argument(..., help="an .npz file with arrays X (N, M), labels (N,) and optionally Y (Q, P)"),
-    out: Path | None = typer.Option(None, "--out", help="save the network with torch.save(module, OUT)"),
+    file: Path = typer.Argument(..., help="an .npz file with arrays X (or features) (N, M), labels (N,) in [0, Q) and optionally Y (Q, P)"),
+    out: Path | None = typer.Option(None, "--out", help="save the network (widths and parameters; collapselab.construct.load_network(OUT) or torch.load(OUT, weights_only=True) reads it)"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object (cost, layers, delta_P, ...) and nothing else"),
 ) -> None:
-    """Build an explicit minimizer of the training cost and explain every layer (spec/chen.md 2-4)."""
+    """Build an explicit minimizer of the training cost and explain every layer (CE23, CE24)."""
     build = get_construction(kind)  # an unknown kind fails before the file is read
     if out is not None and not out.parent.is_dir():
         raise MissingFileError(f"construct: folder {out.parent} for --out does not exist; create it first")
     arrays = read_npz(file, ("X", "labels"), ("Y",), where="construct")
-    result = build(arrays["X"], arrays["labels"], arrays.get("Y"))
+    Y = arrays.get("Y")
+    check_class_labels(arrays["labels"], "construct", num_classes=int(Y.shape[0]) if Y is not None and Y.ndim >= 1 else None)
+    result = build(arrays["X"], arrays["labels"], Y)
     if out is not None:
-        torch.save(result.module, out)
+        save_network(result, out)
     if json_output:
         typer.echo(json.dumps(result.as_dict()))
     else:
         typer.echo(_describe(result))
         if out is not None:
-            typer.echo(f"saved the module to {out}")
+            typer.echo(f"saved the network to {out} (read it with collapselab.construct.load_network)")

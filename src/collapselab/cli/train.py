@@ -8,17 +8,22 @@ resolved options and versions, metrics.csv one row per epoch, checkpoint.pt ever
 (atomic), log.txt). Under ``torchrun`` every rank trains its share (gloo on CPU, NCCL on
 CUDA); rank 0 alone writes the folder and prints, and every rank loads the checkpoint on
 ``--resume``: ``torchrun --nproc_per_node=2 $(which collapselab) train digits --threads 1``.
+``--resume`` keeps what the numbers depend on: the recorded options, number of processes, CPU
+threads and device type (a different one given is refused).
 Bad input raises a :class:`~collapselab.core.errors.CollapseLabError`; the
 top-level app prints ``error: ...`` and exits 1.
 """
 
 from __future__ import annotations
 
+import csv
 import inspect
 import json
 import logging
 import math
 import os
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,10 +32,11 @@ import torch
 import typer
 
 from ..core.data import LOADERS, ClassificationData, load_dataset, select_classes
-from ..core.errors import ConfigError, ParameterError
+from ..core.errors import ConfigError, DataFileError, ParameterError
+from ..core.runtime import resolve_device
 from ..core.store import RunFolder, new_run_id, read_metrics
 from ..core.validation import Interval, OneOf, check_param
-from ..experiments._base import folder_logging, resolve_device, seed_everything, torch_threads
+from ..experiments._base import folder_logging, seed_everything, torch_threads
 from ..experiments._progress import progress
 from ..train import NORMALISATIONS, Checkpoint, MetricsLogger, TensorBoardLogger, TrainConfig, Trainer, as_images, init_distributed, make_model, shutdown_distributed
 
@@ -53,6 +59,23 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
+def _recorded(folder: RunFolder, resume: Path) -> dict[str, Any]:
+    """The run's config.json, checked: a `collapselab train` run with every run option recorded."""
+    try:
+        doc = folder.config
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(f"--resume {resume}: config.json is not valid JSON ({exc}); the run cannot be continued without its recorded options: start a new run") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--resume {resume}: config.json holds a {type(doc).__name__}, not a run record; start a new run")
+    if doc.get("experiment") != RUN_NAME:
+        raise ConfigError(f"--resume {resume} is a run of {doc.get('experiment')!r}, not of `collapselab train`; resume it with `collapselab run {doc.get('experiment')} --resume {resume}`")
+    recorded = doc.get("config")
+    missing = [name for name in RUN_OPTIONS if not isinstance(recorded, dict) or name not in recorded]
+    if missing:
+        raise ConfigError(f"--resume {resume}: config.json lacks the recorded option(s) {', '.join(missing)}; the run cannot be continued as recorded: start a new run")
+    return doc
+
+
 def _resolve(ctx: typer.Context, values: dict[str, Any], resume: Path | None) -> tuple[dict[str, Any], RunFolder | None]:
     """The run's options: ``values`` for a fresh run; on ``--resume`` the recorded ones, where
     an option given on the command line must equal its recorded value."""
@@ -63,15 +86,50 @@ def _resolve(ctx: typer.Context, values: dict[str, Any], resume: Path | None) ->
             values = {**values, "batch_norm": values["model"] != "mlp"}
         return values, None
     folder = RunFolder.open(resume)
-    doc = folder.config
-    if doc.get("experiment") != RUN_NAME:
-        raise ConfigError(f"--resume {resume} is a run of {doc.get('experiment')!r}, not of `collapselab train`; resume it with `collapselab run {doc.get('experiment')} --resume {resume}`")
-    recorded = doc["config"]
+    recorded = _recorded(folder, resume)["config"]
     for name in RUN_OPTIONS:
         if _given(ctx, name) and values[name] != recorded.get(name):
             flag = "DATA" if name == "data" else "--" + name.replace("_", "-")
             raise ConfigError(f"--resume {resume}: {flag} {values[name]!r} differs from the recorded {recorded.get(name)!r}; drop it (a resumed run keeps its recorded options) or start a new run")
     return {name: recorded[name] for name in RUN_OPTIONS}, folder
+
+
+def _world_size() -> int:
+    """The number of processes: ``WORLD_SIZE`` under torchrun, else 1."""
+    return int(os.environ["WORLD_SIZE"]) if "RANK" in os.environ and "WORLD_SIZE" in os.environ else 1
+
+
+def _machine(ctx: typer.Context, folder: RunFolder | None, device: str, threads: int | None) -> tuple[torch.device, int | None]:
+    """Device and CPU threads of the run. A resumed run keeps what its numbers depend on: the
+    recorded number of processes (the batch split and the reduction order) must be the current
+    one, and the recorded threads and device type are kept (given differently: refused)."""
+    if folder is None:
+        return resolve_device(device), threads
+    doc, path, world = folder.config, folder.path, _world_size()
+    recorded_world = doc.get("world_size")
+    if recorded_world is not None and recorded_world != world:
+        launch = "without torchrun" if recorded_world == 1 else f"under `torchrun --nproc_per_node={recorded_world}`"
+        raise ConfigError(
+            f"--resume {path}: the run was recorded with {recorded_world} process(es) and would continue with {world}, which splits the batches "
+            f"and orders the sums differently (other numbers); resume it {launch}"
+        )
+    recorded_threads = doc.get("threads")
+    if threads is None:
+        threads = recorded_threads
+    elif recorded_threads is not None and threads != recorded_threads:
+        raise ConfigError(f"--resume {path}: --threads {threads} differs from the recorded {recorded_threads} (the CPU reductions, and so the numbers, depend on it); drop --threads")
+    recorded_device = doc.get("device")
+    if recorded_device is None:
+        return resolve_device(device), threads
+    if not _given(ctx, "device"):
+        try:
+            return resolve_device(torch.device(recorded_device).type if world > 1 else recorded_device), threads
+        except ParameterError as exc:
+            raise ConfigError(f"--resume {path}: the run was recorded on {recorded_device}, which this machine cannot use ({exc}); resume it where that device exists") from None
+    chosen = resolve_device(device)
+    if chosen.type != torch.device(recorded_device).type:
+        raise ConfigError(f"--resume {path}: --device {device} differs from the recorded {recorded_device} (other kernels, other numbers); drop --device")
+    return chosen, threads
 
 
 def _has_test_split(source: str) -> bool:
@@ -170,7 +228,7 @@ def train(
     test: Annotated[bool, typer.Option("--test", help="Evaluate the test split (loss, error) at the NC epochs (data sets with a test split).")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or float64 (model and inputs; NC statistics are float64 either way).")] = "float32",
     sync_batchnorm: Annotated[bool, typer.Option("--sync-batchnorm", help="Under torchrun, batch-norm statistics of the global batch (SyncBatchNorm; CUDA only).")] = False,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training set.")] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training set (at most 100000).")] = 10,
     loss: Annotated[str, typer.Option("--loss", help="cross_entropy or mse (one-hot targets, PyTorch MSELoss).")] = "cross_entropy",
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd or adam.")] = "sgd",
     lr: Annotated[float, typer.Option("--lr", help="Initial learning rate.")] = 0.05,
@@ -179,18 +237,19 @@ def train(
     schedule: Annotated[str, typer.Option("--schedule", help="constant, phd_step (lr / 10 at epochs/3 and 2 epochs/3) or cosine.")] = "constant",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Global mini-batch size (split over torchrun processes); 0 = full batch.")] = 128,
     nc_points: Annotated[int, typer.Option("--nc-points", help="Log-spaced epochs with NC metrics (the first and last always; 0 = none).")] = 20,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the model initialisation and the shuffle.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the model initialisation and the shuffle (an integer in [0, 2^63 - 1]).")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Root folder of the run folders (the run goes to OUT/train/<run-id>).")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run folder from its last checkpoint, with its recorded options.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK).")] = "cpu",
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch (per process; default: torch's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK; --resume keeps the recorded device).")] = "cpu",
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch (per process; default: torch's; --resume keeps the recorded count).")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log the metrics to RUN_FOLDER/tensorboard (needs the tensorboard package).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object (final metrics, terminal epoch, run folder) and nothing else on stdout.")] = False,
 ) -> None:
     """Train a classifier with neural-collapse tracking into a resumable run folder."""
     values = dict(locals())  # the parameters by name; RUN_OPTIONS picks the run-defining ones
     opts, folder = _resolve(ctx, {name: values[name] for name in RUN_OPTIONS}, resume)
-    summary = _run(opts, folder, out=out, device=resolve_device(device), threads=threads, tensorboard=tensorboard)
+    run_device, run_threads = _machine(ctx, folder, device, threads)
+    summary = _run(opts, folder, out=out, device=run_device, threads=run_threads, tensorboard=tensorboard)
     if summary is not None:  # rank 0
         typer.echo(json.dumps(summary, allow_nan=False) if json_output else _describe(summary))
 
@@ -223,6 +282,7 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
                 trainer.load_state_dict(checkpoint)
             trainer.fit()
             return None
+        resumed = folder is not None
         path = Path(out) / RUN_NAME / new_run_id() if folder is None else folder.path
         board = TensorBoardLogger(path / "tensorboard") if tensorboard else None  # refuses before anything is written
         if folder is None:
@@ -235,13 +295,63 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
         log.info("training %s on %s into %s (%s, world size %d, %d threads)", opts["model"], opts["data"], folder.path, device, world, torch.get_num_threads())
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint)
+            _check_rows(folder, trainer.epoch)
+        if resumed:
+            note = f"resuming {folder.path} after epoch {trainer.epoch} of {config.epochs}" if checkpoint is not None else f"no checkpoint in {folder.path}: starting again from epoch 0"
+            log.info(note)
+            typer.echo(note, err=True)
         bar = progress(trainer.iterate(), desc=RUN_NAME, total=config.epochs - trainer.epoch)
+        trainer.on_step = _step_display(bar)
         post: dict[str, str] = {}
         for record in bar:
             post.update(record.postfix())  # nc1 stays the latest measured value
             bar.set_postfix(**post)
         _save_figure(folder, f"{opts['model']} on {opts['data']}")
         return _summary(folder.path)
+
+
+def _complete_rows(folder: RunFolder) -> int:
+    """Data rows of metrics.csv written in full: every column present and the line ended."""
+    path = folder.path / "metrics.csv"
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines:
+        return 0
+    width = len(next(csv.reader([lines[0]])))
+    count = 0
+    for line in lines[1:]:
+        if not line.endswith("\n") or len(next(csv.reader([line]), [])) != width:
+            break
+        count += 1
+    return count
+
+
+def _check_rows(folder: RunFolder, epoch: int) -> None:
+    """A resumed run continues after its checkpoint's epoch: metrics.csv must hold that many rows
+    in full, or rows are lost (a damaged or cut file) and the run cannot be completed as recorded."""
+    rows = _complete_rows(folder)
+    if rows < epoch:
+        lost = f"epoch {epoch}" if rows + 1 == epoch else f"epochs {rows + 1} to {epoch}"
+        raise DataFileError(
+            f"--resume {folder.path}: metrics.csv holds {rows} complete row(s) but the checkpoint is after epoch {epoch}, so the row(s) of "
+            f"{lost} are lost; start a new run (or delete checkpoint.pt to train this one again from epoch 0)"
+        )
+
+
+def _step_display(bar: Any, every: float = 0.5) -> Callable[[int, int], None]:
+    """``on_step`` for the epoch bar: the step within the epoch in its description, redrawn at
+    most every ``every`` seconds (and at the last step), so long epochs show progress too."""
+    last = -math.inf
+
+    def show(step: int, steps: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every or step == steps:
+            last = now
+            bar.set_description_str(f"{RUN_NAME} (step {step}/{steps})")
+
+    return show
 
 
 def _save_figure(folder: RunFolder, title: str) -> None:

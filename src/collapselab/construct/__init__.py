@@ -7,7 +7,9 @@
 * :func:`construct_shallow`: one hidden layer with the ``delta_P`` bound (spec/chen.md 4).
 * :func:`barycentric_lsq`, :func:`delta_p`: CE23's least-squares identity (2.4) and ``delta_P``.
 
-Each returns a :class:`ConstructedNetwork` (a ``torch.nn.Module`` plus the explanation).
+Each returns a :class:`ConstructedNetwork` (a ``torch.nn.Module`` plus the explanation);
+:func:`save_network` writes it as a plain dict that ``torch.load(path, weights_only=True)``
+reads, and :func:`load_network` rebuilds the module from such a file.
 :data:`CONSTRUCTIONS` maps the CLI kinds to them; :func:`get_construction` resolves a kind by name
 and :func:`construct` runs it.
 """
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import UnknownNameError
+from ._io import load_network, save_network
 from ._result import ConstructedNetwork, LayerExplanation, ce23_cost, ce24_cost
 from .clustered import ClusterGeometry, admissible_mu, cluster_geometry, construct_clustered
 from .sequential import SequentialStep, construct_clustered_wide, construct_sequential, max_margin_hyperplane
@@ -43,7 +46,9 @@ __all__ = [
     "construct_shallow",
     "delta_p",
     "get_construction",
+    "load_network",
     "max_margin_hyperplane",
+    "save_network",
 ]
 
 CONSTRUCTIONS: dict[str, Callable[..., ConstructedNetwork]] = {

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import ConfigError, ParameterError, UnknownNameError
 from ..core.claims import Claim, verdict_at_least, verdict_at_most, verdict_close, verdict_test
+from ..core.runtime import SEED_MAX, resolve_device
 from ..core.store import RunFolder, storage_errors
 from ._progress import progress
 
@@ -55,7 +56,7 @@ class ExperimentConfig(BaseModel):
     """Base of every experiment's configuration: unknown keys are errors; ``seed`` always exists."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    seed: int = Field(0, ge=0, le=2**63 - 1)  # numpy's and torch's seeds are non-negative 64-bit integers
+    seed: int = Field(0, ge=0, le=SEED_MAX)  # numpy's and torch's seeds are non-negative 64-bit integers
 
 
 @dataclass(frozen=True)
@@ -250,19 +251,6 @@ def resolve_config(exp: Experiment, overrides: Mapping[str, Any], quick: bool) -
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"{exp.name}: invalid value for {loc!r}: {err['msg']} (got {err.get('input')!r})") from None
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The torch device named by ``--device`` (default CPU): ``cpu``, ``cuda`` or ``cuda:N``; CUDA must be available."""
-    try:
-        dev = torch.device(device or "cpu")
-    except (RuntimeError, TypeError, ValueError):
-        raise ParameterError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ParameterError(f"--device {device!r} is not supported: use cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("--device cuda was asked for but torch.cuda.is_available() is False on this machine")
-    return dev
 
 
 @contextmanager

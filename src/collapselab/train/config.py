@@ -19,25 +19,28 @@ from typing import Any
 
 import numpy as np
 
+from ..core.runtime import check_seed
 from ..core.validation import Interval, OneOf, check_param
 
-__all__ = ["TrainConfig", "LOSSES", "OPTIMIZERS", "SCHEDULES", "log_spaced_epochs"]
+__all__ = ["TrainConfig", "LOSSES", "OPTIMIZERS", "SCHEDULES", "MAX_EPOCHS", "log_spaced_epochs"]
 
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "phd_step", "cosine")
+MAX_EPOCHS = 100_000
+"""Largest ``epochs``: about 300 times PHD 2020's 350-epoch protocol; more is a typo, refused before training."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run except the model and the data.
 
-    epochs: number of passes over the training set.
+    epochs: number of passes over the training set, at most :data:`MAX_EPOCHS`.
     loss, optimizer, schedule: see the module docstring; lr, momentum (SGD only),
     weight_decay (PyTorch convention).
     batch_size: global mini-batch size (split over processes under DDP); ``None`` = full batch.
     shuffle: draw a new order every epoch (seeded); False keeps the data order.
-    seed: seeds the shuffle generator (model initialisation is the caller's business).
+    seed: seeds the shuffle generator, in ``[0, 2^63 - 1]`` (model initialisation is the caller's business).
     nc_points: number of log-spaced epochs at which the NC metrics are measured on the training
     set (PHD measure about 50); 0 turns measurement off. Epoch 1 and the last epoch are always in.
     max_loss_ratio: a batch loss above ``max_loss_ratio`` times the first batch loss (or NaN/Inf)
@@ -59,7 +62,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         where = "TrainConfig"
-        check_param("epochs", self.epochs, Interval(int, 1), where)
+        check_param("epochs", self.epochs, Interval(int, 1, MAX_EPOCHS), where)
         check_param("loss", self.loss, OneOf(LOSSES), where)
         check_param("optimizer", self.optimizer, OneOf(OPTIMIZERS), where)
         check_param("schedule", self.schedule, OneOf(SCHEDULES), where)
@@ -69,6 +72,7 @@ class TrainConfig:
         if self.batch_size is not None:
             check_param("batch_size", self.batch_size, Interval(int, 1), where)
         check_param("nc_points", self.nc_points, Interval(int, 0), where)
+        check_seed(self.seed, where)
         check_param("max_loss_ratio", self.max_loss_ratio, Interval(float, 1.0, closed="right"), where)
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,5 +83,6 @@ def log_spaced_epochs(epochs: int, count: int) -> list[int]:
     """About ``count`` distinct epochs in ``[1, epochs]``, log-spaced, always with 1 and ``epochs``."""
     if count <= 0:
         return []
-    pts = np.unique(np.rint(np.geomspace(1, epochs, max(count, 2))).astype(int))
+    # beyond epochs * ln(epochs) points every epoch is in already: the cap changes no result, only the memory
+    pts = np.unique(np.rint(np.geomspace(1, epochs, max(min(count, 100 * epochs), 2))).astype(int))
     return sorted({1, int(epochs), *(int(p) for p in pts)})

@@ -45,10 +45,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.data import check_labels
+from ..core.data import check_class_labels
 from ..core.errors import ConfigError, DivergenceError, ParameterError, ShapeError
 from ..core.validation import Interval, check_finite, check_param
 from ._batches import EpochBatches, as_source, rank_shard
+from ._inputs import check_model_inputs
 from .config import TrainConfig, log_spaced_epochs
 from .measure import measure_features
 from .models import classifier_of, classifier_weights
@@ -123,7 +124,9 @@ class Trainer:
     :func:`.models.classifier_of`); the classifier metrics (NC2 of the weights, NC3, NC4,
     accuracy, margins) need it to have ``C`` outputs and are NaN otherwise (MSE targets of
     width ``P != C``). epoch_metrics: ``f(model) -> {name: value}`` evaluated after
-    every epoch (e.g. the seed-002 rho). callbacks: see :class:`Callback`.
+    every epoch (e.g. the seed-002 rho). callbacks: see :class:`Callback`. The attribute
+    ``on_step``, if set to ``f(step, steps)``, is called after every optimisation step of an
+    epoch (progress displays within long epochs).
     measure_batch_size: batch size of measurement passes (default: the training batch size).
     sync_batchnorm: under DDP, convert the model's BatchNorm layers (in place) to
     ``nn.SyncBatchNorm`` (global batch statistics; CUDA only, see the module docstring); no
@@ -172,9 +175,11 @@ class Trainer:
             raise ParameterError(f"{where}: targets are used by loss='mse' only; drop them or set loss='mse'")
         else:
             self.targets = None
+        check_model_inputs(model, self.source, self._to, self.num_classes, self.targets, where)
         self.classifier = classifier if classifier is not None else classifier_of(model)
         self.epoch_metrics = epoch_metrics
         self.callbacks = list(callbacks)
+        self.on_step: Callable[[int, int], None] | None = None
 
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
@@ -217,7 +222,7 @@ class Trainer:
             return int(num_classes)
         if self.source.X.is_floating_point():
             check_finite(self.source.X, "training inputs", where)
-        return check_labels(labels, None, where, num_classes)[1]
+        return check_class_labels(labels, where, num_classes=num_classes)[1]
 
     def _sync_batchnorm(self, model: nn.Module, where: str) -> nn.Module:
         """``model`` with its BatchNorm layers converted to ``nn.SyncBatchNorm`` (CUDA only)."""
@@ -277,6 +282,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.on_step is not None:
+                self.on_step(step + 1, len(plan))
             acc[0] += local
             acc[1] += (self.predict(out.detach()) != y).sum()
             acc[2] += y.shape[0]

@@ -1,6 +1,7 @@
 """Classification data: the container and its check, synthetic generators, loaders."""
 
 from ._check import ClassificationData, as_label_tensor, check_data, check_labels
+from ._contract import ARRAY_ALIASES, check_class_labels
 from .synthetic import etf_features, gaussian_clusters, sequentially_separable, simplex_etf
 from .loaders import (
     FASHION_MNIST_ROOT,
@@ -25,7 +26,9 @@ from .loaders import (
 )
 
 __all__ = [
+    "ARRAY_ALIASES",
     "ClassificationData",
+    "check_class_labels",
     "as_label_tensor",
     "check_data",
     "check_labels",

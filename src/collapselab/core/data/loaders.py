@@ -39,6 +39,7 @@ import torch
 from ..errors import CollapseLabError, DataFileError, MissingDependencyError, MissingFileError, ParameterError, ShapeError, UnknownNameError
 from ..validation import Interval, OneOf, check_param
 from ._check import ClassificationData, check_data
+from ._contract import ARRAY_ALIASES, check_class_labels, resolve_aliases
 
 __all__ = [
     "FASHION_MNIST_ROOT",
@@ -323,7 +324,7 @@ def _idx_data(
     X = torch.from_numpy(images.reshape(images.shape[0], -1)[index]).to(dtype)
     if scale and images.dtype == np.uint8:
         X /= 255.0
-    return check_data(X, torch.from_numpy(lab), num_classes=q if q is not None else num_classes, dtype=dtype, name=name, where=where)
+    return _user_data(X, torch.from_numpy(lab), None, num_classes=q if q is not None else num_classes, dtype=dtype, name=name, where=where)
 
 
 def load_idx(
@@ -418,11 +419,23 @@ def load_fashion_mnist(
 _DAMAGED_ZIP = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
 
 
+def _user_data(X: Any, labels: Any, Y: Any | None, *, dtype: torch.dtype, name: str, where: str, num_classes: int | None = None) -> ClassificationData:
+    """User arrays under the label contract (:mod:`._contract`: labels in ``[0, C)``, every class
+    present, nothing remapped), then :func:`check_data`."""
+    if num_classes is None and Y is not None and np.ndim(Y) >= 1:
+        num_classes = int(np.shape(Y)[0])
+    check_class_labels(labels, where, num_classes=num_classes)
+    return check_data(X, labels, Y, num_classes=num_classes, dtype=dtype, name=name, where=where)
+
+
 def read_npz(path: str | Path, required: Sequence[str], optional: Sequence[str] = (), *, where: str = "read_npz") -> dict[str, np.ndarray]:
     """The named arrays of an ``.npz`` archive: every ``required`` one (else DataFileError
-    naming the missing array and the ones present) and those ``optional`` ones it has.
+    naming the missing array and the ones present) and those ``optional`` ones it has, keyed by
+    the names asked for; an array may also be stored under an alias of its name
+    (:data:`~._contract.ARRAY_ALIASES`: ``features`` for ``X`` and back).
     Pickled object arrays are refused (``allow_pickle=False``); a missing file is a
-    MissingFileError. The one reader behind :func:`load_npz` and the CLI's ``.npz`` inputs.
+    MissingFileError, a damaged archive (bad zip, wrong CRC, truncated member) a DataFileError.
+    The one reader behind :func:`load_npz` and the CLI's ``.npz`` inputs.
     """
     p = _existing_file(path, where, "file")
     savez = f"np.savez(path, {'=..., '.join(required)}=...)"
@@ -437,12 +450,13 @@ def read_npz(path: str | Path, required: Sequence[str], optional: Sequence[str] 
     except (ValueError, *_DAMAGED_ZIP) as exc:
         raise DataFileError(f"{where}: {p} is not a readable .npz archive ({exc}); save with {savez}") from None
     with archive:
-        keys = list(archive.files)
+        names = resolve_aliases(list(archive.files), [*required, *optional], where, p.name)
         for key in required:
-            if key not in keys:
-                raise DataFileError(f"{where}: {p.name} has no array {key!r} (arrays: {', '.join(keys) or 'none'})")
+            if key not in names:
+                aka = "".join(f" or {a!r}" for a in ARRAY_ALIASES.get(key, ()))
+                raise DataFileError(f"{where}: {p.name} has no array {key!r}{aka} (arrays: {', '.join(archive.files) or 'none'})")
         try:
-            return {k: archive[k] for k in (*required, *optional) if k in keys}
+            return {key: archive[stored] for key, stored in names.items()}
         except ValueError as exc:
             if "allow_pickle" not in str(exc):
                 raise DataFileError(f"{where}: {p} holds a damaged array ({exc}); save it again with {savez}") from None
@@ -468,7 +482,7 @@ def load_npz(
     _check_dtype(dtype, where)
     arrays = read_npz(path, (x_key, labels_key), () if y_key is None else (y_key,), where=where)
     name = Path(path).name
-    return check_data(arrays[x_key], arrays[labels_key], arrays.get(y_key) if y_key else None, dtype=dtype, name=Path(path).stem, where=f"{where}({name})")
+    return _user_data(arrays[x_key], arrays[labels_key], arrays.get(y_key) if y_key else None, dtype=dtype, name=Path(path).stem, where=f"{where}({name})")
 
 
 def load_pt(
@@ -493,17 +507,18 @@ def load_pt(
     except Exception as exc:  # torch raises many types for foreign files; all mean "not loadable"
         raise DataFileError(f"{where}: {p} is not a loadable torch file of tensors ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if isinstance(obj, Mapping):
+        names = resolve_aliases([k for k in obj if isinstance(k, str)], [x_key, labels_key, *([y_key] if y_key else [])], where, p.name)
         for key in (x_key, labels_key):
-            if key not in obj:
+            if key not in names:
                 raise DataFileError(f"{where}: {p} has no entry {key!r} (entries: {', '.join(map(str, obj)) or 'none'}); pass x_key=/labels_key=")
-        X, labels = obj[x_key], obj[labels_key]
-        Y = obj.get(y_key) if y_key is not None else None
+        X, labels = obj[names[x_key]], obj[names[labels_key]]
+        Y = obj[names[y_key]] if y_key in names else None
     elif isinstance(obj, (tuple, list)) and len(obj) in (2, 3):
         X, labels = obj[0], obj[1]
         Y = obj[2] if len(obj) == 3 else None
     else:
         raise DataFileError(f"{where}: {p} holds a {type(obj).__name__}; expected a dict with {x_key!r} and {labels_key!r} or a tuple (X, labels[, Y])")
-    return check_data(X, labels, Y, dtype=dtype, name=p.stem, where=f"{where}({p.name})")
+    return _user_data(X, labels, Y, dtype=dtype, name=p.stem, where=f"{where}({p.name})")
 
 
 def from_dataset(
@@ -546,7 +561,7 @@ def from_dataset(
     if not xs:
         raise ShapeError(f"{where}: the dataset is empty; expected at least one (input, label) item")
     name = type(dataset).__name__
-    return check_data(torch.cat(xs), torch.cat(ys), num_classes=num_classes, dtype=dtype, name=name, where=where)
+    return _user_data(torch.cat(xs), torch.cat(ys), None, num_classes=num_classes, dtype=dtype, name=name, where=where)
 
 
 # -- registry --------------------------------------------------------------------------
