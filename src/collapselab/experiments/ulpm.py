@@ -61,9 +61,9 @@ __all__ = ["Config", "run", "EXPERIMENT"]
 
 SOURCE = "Ji et al. 2022 (ULPM)"
 EPS = float(np.finfo(np.float64).eps)
+# A decreasing curve's fitted line must end at most this fraction of where it starts: a 10 %
+# fall is far outside float64 noise, and a curve that does not move (slope 0) fails.
 MIN_FALL = 0.9
-"""A decreasing curve's fitted line must end at most this fraction of where it starts: a 10 %
-fall is far outside float64 noise, and a curve that does not move (slope 0) fails."""
 
 
 class Config(ExperimentConfig):
