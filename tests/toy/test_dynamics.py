@@ -96,3 +96,14 @@ def test_flows_reject_bad_input():
     with pytest.raises(ShapeError, match="one row"):
         unnormalised_flow(Ws[:2], X, y, t)
     assert math.isfinite(float(unnormalised_flow(Ws, X, y, t, step_size=0.1).rho[-1]))
+
+
+def test_unprojected_normalised_flow_drifts_only_by_the_integrator_error():
+    # without the projection the multiplier alone conserves |V_k|: the drift shrinks with the step
+    Ws, X, y = _problem(1)
+    V0 = [W / torch.linalg.norm(W) for W in Ws]
+    t = torch.linspace(0.0, 2.0, 11, dtype=torch.float64)
+    drift = [float((toy_flow(V0, 3.0, X, y, t, lam=0.05, step_size=h, project=False).rho_k - 1).abs().max()) for h in (0.02, 0.01)]
+    assert 0 < drift[1] < 0.75 * drift[0] and drift[0] < 1e-2
+    projected = toy_flow(V0, 3.0, X, y, t, lam=0.05, step_size=0.02)
+    assert float((projected.rho_k - 1).abs().max()) <= 1e-14

@@ -87,6 +87,9 @@ def test_flow_conserves_imbalance_and_descent_drift_is_exact():
     tr = ulpm_descent(W, H, lr=lr, steps=40, reduction="sum", record=[0, 40])
     torch.testing.assert_close(tr.W, Wk, rtol=1e-12, atol=1e-14)
     assert float(tr.records["imbalance"][-1] - tr.records["imbalance"][0]) == pytest.approx(predicted, rel=1e-9)
+    # ulpm_descent accumulates the same law itself, at every record
+    assert tr.imbalance_law.shape == (2,) and float(tr.imbalance_law[0]) == 0.0
+    assert float(tr.imbalance_law[-1]) == pytest.approx(predicted, rel=1e-9)
 
 
 def test_summed_loss_with_lr5_is_detected_as_diverging():

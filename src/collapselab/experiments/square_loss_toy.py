@@ -1,18 +1,31 @@
-"""``square-loss-toy``: the toy-model ODE predictions of seed 002 against simulated flows.
+"""``square-loss-toy``: the toy-model predictions of Rangamani et al. (2022) against simulated flows.
 
-A small bias-free ReLU network on random unit-norm inputs with +-1 labels. Checked, each
-against an independent prediction (spec square_loss_and_ulpm.md):
+A small bias-free ReLU network on random unit-norm inputs with +-1 labels, drawn so that
+the mean margin at initialisation is positive (the "average separability" that section 3.5
+assumes: if the draw has ``mu < 0`` the last layer's sign is flipped). Checked, each against
+an independent prediction:
 - the rho flow with frozen margins (eq. 8) against its closed-form solution, and the exact
   gradient-descent recursion in its three regimes (monotone, damped, divergent);
-- the Lagrange-normalised flow (eqs. 6-7, mean loss, weight decay ``lam rho^2``): ``|V_k|``
-  stays 1, Lemma 9 holds with ``rho_dot`` measured by finite differences, rho settles at
-  ``rho_eq = mu/(M + lam)`` (eq. 11) from below (small init) and from above (large init);
-- the unnormalised flow: ``d rho/dt`` of the structural-lemma formula, equal growth
-  (Lemma 10) conserved without and decaying as ``e^{-2 lam t}`` with weight decay;
+- the Lagrange-normalised flow (eqs. 6-7, mean loss, weight decay ``lam rho^2``): the
+  multiplier alone conserves ``|V_k|`` (the drift of an unprojected integration vanishes
+  with the step at RK4's order), Lemma 9 with ``rho_dot = -dL/drho`` by autograd, rho grows from a small
+  init and shrinks from a large one (both defined by bounds that hold along the whole flow)
+  and settles at ``rho_eq = mu/(M + lam)`` (eq. 11) within the bound of the rho equation;
+- the unnormalised flow, at its initial and final state: ``d rho/dt`` of the structural-lemma
+  formula and the equal-growth law ``d/dt (|W_k|^2 - |W_1|^2) = -2 lam (|W_k|^2 - |W_1|^2)``
+  (Lemma 10: conserved without weight decay, decaying as ``e^{-2 lam t}`` with it), both
+  against the velocity ``-grad L`` from autograd;
 - Lemma 2 (both cases, corrected gap) against direct minimisation;
 - Theorem 3 at the last layer with an unpenalised bias, the bias-free check failing
-  (erratum E-3), and the MSE unconstrained-features optimum against L-BFGS;
+  (the conclusions need the bias), and the MSE unconstrained-features optimum against L-BFGS;
 - batch-norm scale invariance with a tiny BN epsilon.
+
+Bounds used to define "small" and "large" (mean loss, ``|x_n| = 1``, ``|V_k|_F = 1``):
+``|f_n| <= 1`` (each layer has operator norm <= 1, ReLU is 1-Lipschitz), so ``M <= 1``; and
+``M >= mu^2`` gives ``rho_eq = mu/(M + lam) <= mu/(mu^2 + lam) <= 1/(2 sqrt(lam))`` for every V.
+"Large" is ``rho_0 = 1/sqrt(lam)``: rho then decreases as long as it exceeds ``1/(2 sqrt(lam))``.
+"Small" is half of ``mu_0/(1/2 + M_0/2 + lam)``: since the loss never increases along the flow,
+rho can then never return to ``rho_0`` (the derivation is in the claim's reason).
 """
 
 from __future__ import annotations
@@ -23,123 +36,145 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from pydantic import Field  # noqa: E402
-from scipy.integrate import solve_ivp  # noqa: E402
-from scipy.optimize import minimize, minimize_scalar  # noqa: E402
 
-from ..core.data import simplex_etf  # noqa: E402
 from ..toy import (  # noqa: E402
+    ToyTrajectory,
     bias_free_forward,
-    collapsed_ridge,
     equal_growth,
-    lemma2_equal_margins,
-    lemma2_stuck_points,
     lemma9_loss,
-    radial_derivatives,
-    recursion_factor,
-    recursion_regime,
-    rho_eq,
-    rho_flow_solution,
-    rho_recursion,
-    scale_invariant_layers,
-    theorem3_check,
     toy_flow,
     toy_loss,
-    ufm_mse_loss,
-    ufm_mse_optimum,
     unnormalised_flow,
     unnormalised_rho_rate,
 )
 from ._base import Experiment, ExperimentConfig, RunContext  # noqa: E402
+from ._square_loss_static import EPS, SOURCE, claims_batch_norm, claims_lemma2, claims_rho_closed_forms, claims_theorem3  # noqa: E402
 
 __all__ = ["Config", "run", "EXPERIMENT"]
 
-SOURCE = "seed 002 (Rangamani et al.); spec square_loss_and_ulpm.md"
+# Least observed convergence order accepted for |V_k| (conserved by the exact flow): the drift of
+# RK4 is its global error, of order 4 on smooth stretches and 1 where ReLU units chatter at their
+# kinks (the large init crosses many), so halving the step at least halves it up to higher-order
+# terms; a field that did not conserve it would give a drift independent of the step (order ~0).
+ORDER_FLOOR = 0.5
+# A drift this small is rounding plus RK4's smooth-stretch error: no kink was crossed.
+NEGLIGIBLE_DRIFT = 1e-9
 
 
 class Config(ExperimentConfig):
-    """Sizes of the toy problem and of the flows."""
+    """Sizes of the toy problem and of the flows (horizons are bounded so a run cannot silently take hours)."""
 
-    num_samples: int = Field(8, ge=2, description="training points N (labels +-1)")
-    input_dim: int = Field(4, ge=1, description="input dimension; inputs have unit norm")
-    width: int = Field(6, ge=1, description="hidden width of the bias-free ReLU network")
-    depth: int = Field(2, ge=1, description="number of hidden layers L-1 (L weight matrices)")
-    lam: float = Field(0.05, gt=0, description="weight decay lam of the toy loss (mean convention)")
-    t_final: float = Field(150.0, gt=0, description="time horizon of the normalised flows")
-    step_size: float = Field(0.05, gt=0, description="RK4 step of the normalised flows (the unnormalised ones use step_size/5)")
-    unnormalised_t: float = Field(5.0, gt=0, description="time horizon of the unnormalised flows")
-    ufm_starts: int = Field(4, ge=1, description="random starts of the L-BFGS check of the UFM optimum")
+    num_samples: int = Field(8, ge=2, le=1000, description="training points N (labels +-1); at most 1000 (the flows evaluate all of them 4 times a step)")
+    input_dim: int = Field(4, ge=1, le=1000, description="input dimension; inputs have unit norm")
+    width: int = Field(6, ge=1, le=1000, description="hidden width of the bias-free ReLU network")
+    depth: int = Field(2, ge=1, le=20, description="number of hidden layers L-1 (L weight matrices)")
+    lam: float = Field(0.05, ge=1e-3, le=10.0, description="weight decay lam of the toy loss (mean convention); >= 1e-3 because rho relaxes at rate >= 2 lam and the horizons below are bounded")
+    t_final: float = Field(150.0, gt=0, le=2000.0, description="maximal time horizon of the normalised flows (they stop earlier once rho_eq has settled); at most 2000 (40000 RK4 steps at step 0.05, minutes)")
+    window: float = Field(30.0, gt=0, le=500.0, description="length of the final stretch over which rho's relaxation to rho_eq is bounded; the flows run in chunks of this length")
+    settle_tol: float = Field(1e-2, gt=0, lt=1, description="the normalised flows stop once the bound on |rho/rho_eq - 1| falls below this")
+    step_size: float = Field(0.05, ge=1e-3, le=0.5, description="RK4 step h of the normalised flows (the unnormalised ones use h/2); in [1e-3, 0.5]: RK4 is stable for 2(M+lam) step < 2.7 with M <= 1")
+    norm_t: float = Field(10.0, gt=0, le=200.0, description="horizon of the unprojected normalised flows that test the norm conservation of the multiplier")
+    unnormalised_t: float = Field(5.0, gt=0, le=100.0, description="time horizon of the unnormalised flows; at most 100 (the weights grow without bound for lam = 0)")
+    ufm_starts: int = Field(4, ge=1, le=100, description="random starts of the L-BFGS check of the UFM optimum")
 
 
 def _problem(cfg: Config, dev: torch.device) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Unit-norm inputs, alternating labels and Gaussian weights, with the mean margin made positive.
+
+    Section 3.5's dynamics assume average separability, ``mu > 0`` (else ``rho_eq < 0``);
+    flipping the sign of the last layer flips every margin, so it is constructed, not hoped for.
+    """
     g = torch.Generator().manual_seed(cfg.seed)
     X = torch.randn(cfg.num_samples, cfg.input_dim, dtype=torch.float64, generator=g)
     X = X / torch.linalg.vector_norm(X, dim=1, keepdim=True)
     y = torch.where(torch.arange(cfg.num_samples) % 2 == 0, 1.0, -1.0).to(torch.float64)
     widths = [cfg.input_dim] + [cfg.width] * cfg.depth + [1]
     Ws = [torch.randn(o, i, dtype=torch.float64, generator=g) / math.sqrt(i) for i, o in zip(widths[:-1], widths[1:])]
+    if float((y * bias_free_forward(Ws, X)).mean()) < 0:
+        Ws[-1] = -Ws[-1]
     return [W.to(dev) for W in Ws], X.to(dev), y.to(dev)
 
 
-def _grid(t_final: float, step: float, device: torch.device) -> torch.Tensor:
-    """Output times ``0, step, ..., t_final``: finite differences then use the integration step."""
+def _grid(t_final: float, step: float, device: torch.device, start: float = 0.0) -> torch.Tensor:
+    """Output times ``start, start + step, ..., start + t_final``: finite differences then use the integration step."""
     n = max(2, round(t_final / step))
-    return torch.linspace(0.0, n * step, n + 1, dtype=torch.float64, device=device)
+    return start + torch.linspace(0.0, n * step, n + 1, dtype=torch.float64, device=device)
 
 
-def _claims_rho_closed_forms(ctx: RunContext, mu: float, M: float, lam: float) -> None:
-    # frozen margins: eq. 8 integrated numerically against its closed form
-    rho0 = 0.1 * rho_eq(mu, M, lam)
-    sol = solve_ivp(lambda _t, r: 2.0 * (mu - r * (M + lam)), (0.0, 20.0), [rho0], rtol=1e-12, atol=1e-14, t_eval=np.linspace(0, 20, 41))
-    exact = np.array([rho_flow_solution(float(t), rho0, mu, M, lam) for t in sol.t])
-    ctx.claim_at_most("rho-flow-closed-form", "with frozen margins rho(t) = rho_eq + (rho0 - rho_eq) e^{-2(M+lam)t} (eq. 8 solved exactly)", SOURCE + ", eq. 8", measured=float(np.abs(sol.y[0] - exact).max() / abs(exact).max()), bound=1e-9)
-    # exact gradient-descent recursion: autograd GD on the toy loss vs closed form, three regimes
-    margins = torch.full((4,), mu, dtype=torch.float64)
-    margins = margins + torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64) * math.sqrt(max(M - mu * mu, 0.0))
-    for name, factor, expected in (("monotone", 0.25, "monotone"), ("oscillating", 0.75, "oscillating"), ("divergent", 1.1, "divergent")):
-        lr = factor / (M + lam)
-        r = torch.tensor(rho0, dtype=torch.float64, requires_grad=True)
-        seq = [rho0]
-        for _ in range(30):
-            (grad,) = torch.autograd.grad(toy_loss(r, margins, lam), r)
-            r = (r - lr * grad).detach().requires_grad_(True)
-            seq.append(float(r.detach()))
-        closed = rho_recursion(rho0, mu, M, lam, lr, 30).numpy()
-        err = float(np.abs(np.array(seq) - closed).max() / np.abs(closed).max())
-        gaps = np.array(seq) - rho_eq(mu, M, lam)
-        observed = "divergent" if abs(gaps[-1]) >= abs(gaps[0]) else ("oscillating" if bool((np.sign(gaps[1:]) != np.sign(gaps[:-1])).any()) else "monotone")
-        ctx.claim_at_most(f"gd-recursion-{name}", f"gradient descent on rho with lr={factor}/(M+lam) follows rho_k = rho_eq + q^k (rho_0 - rho_eq)", SOURCE + ", exact recursion replacing sec. 5", measured=err, bound=1e-9)
-        q = recursion_factor(lr, M, lam)
-        ctx.claim_true(f"gd-regime-{name}", f"q = 1 - 2 lr (M+lam) = {q:.3g} predicts the {expected} regime and the iterates show it", SOURCE + ", exact recursion", passed=recursion_regime(q) == expected == observed, measured=observed, expected=expected)
+def _settled_flow(cfg: Config, V0: list[torch.Tensor], rho0: float, X: torch.Tensor, y: torch.Tensor) -> tuple[ToyTrajectory, list[tuple[float, list[torch.Tensor]]]]:
+    """The normalised flow in chunks of ``window`` until the bound of :func:`_rho_eq_bound` is below
+    ``settle_tol`` (relative) or ``t_final`` is reached (the stated convergence criterion).
+
+    Returns the concatenated trajectory and the states ``(rho, V)`` at the chunk ends (for the
+    autograd checks).
+    """
+    chunk = min(cfg.window, cfg.t_final)
+    parts: list[ToyTrajectory] = []
+    states = []
+    rho, V, t0 = rho0, list(V0), 0.0
+    while True:
+        span = min(chunk, cfg.t_final - t0)
+        tr = toy_flow(V, rho, X, y, _grid(span, cfg.step_size, X.device, t0), lam=cfg.lam, step_size=cfg.step_size)
+        parts.append(tr)
+        rho, V, t0 = float(tr.rho[-1]), list(tr.weights), float(tr.t[-1])
+        states.append((rho, V))
+        whole = _concat(parts)
+        if _rho_eq_bound(whole, cfg)["relative"] <= cfg.settle_tol or t0 >= cfg.t_final - 1e-9:
+            return whole, states
 
 
-def _claims_normalised_flow(ctx: RunContext, cfg: Config, V0: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, eq0: float) -> None:
-    t = _grid(cfg.t_final, cfg.step_size, X.device)
-    runs = {}
-    for label, rho0 in (("small", 0.05 * eq0), ("large", 20.0 * eq0)):
-        runs[label] = toy_flow(V0, rho0, X, y, t, lam=cfg.lam, step_size=cfg.step_size)
+def _concat(parts: list[ToyTrajectory]) -> ToyTrajectory:
+    first = parts[0]
+    cat = lambda name: torch.cat([getattr(first, name)] + [getattr(p, name)[1:] for p in parts[1:]])  # noqa: E731
+    return ToyTrajectory(cat("t"), cat("rho"), cat("rho_k"), cat("mu"), cat("second_moment"), cat("loss"), parts[-1].weights)
+
+
+def _rho_eq_bound(tr: ToyTrajectory, cfg: Config) -> dict[str, float]:
+    """Bound on ``|rho(T) - rho_eq(T)|`` for the exact flow, from the last ``window`` of the run.
+
+    With ``g = rho - rho_eq(t)`` eq. 6 reads ``g' = -2(M + lam) g - rho_eq'``, so by variation of
+    constants (and ``M >= 0``) ``|g(T)| <= |g(T0)| e^{-2 lam (T - T0)} + max_{[T0, T]} |rho_eq(T) - rho_eq(s)|``.
+    """
+    eq = tr.mu / (tr.second_moment + cfg.lam)
+    i0 = max(0, int(torch.searchsorted(tr.t, tr.t[-1] - cfg.window)))
+    span = float(tr.t[-1] - tr.t[i0])
+    transient = abs(float(tr.rho[i0] - eq[i0])) * math.exp(-2.0 * cfg.lam * span)
+    drift = float((eq[i0:] - eq[-1]).abs().max())
+    return {"transient": transient, "drift": drift, "relative": (transient + drift) / float(eq[-1])}
+
+
+def _claims_normalised_flow(ctx: RunContext, cfg: Config, V0: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, mu0: float, M0: float) -> None:
+    lam = cfg.lam
+    cap = 1.0 / (2.0 * math.sqrt(lam))  # rho_eq <= cap for every V (module docstring)
+    inits = {"small": 0.5 * mu0 / (0.5 + M0 / 2 + lam), "large": 2.0 * cap}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, tr in runs.items():
-        eq_t = tr.mu / (tr.second_moment + cfg.lam)
+    runs = {}
+    for label, rho0 in inits.items():
+        tr, states = _settled_flow(cfg, V0, rho0, X, y)
+        runs[label] = tr
+        eq_t = tr.mu / (tr.second_moment + lam)
         axes[0].plot(tr.t.cpu(), tr.rho.cpu(), label=f"rho, {label} init")
         axes[0].plot(tr.t.cpu(), eq_t.cpu(), "--", label=f"rho_eq(mu(t), M(t)), {label} init")
         sigma = (tr.second_moment - tr.mu.square()).clamp_min(0).sqrt()
         axes[1].plot(tr.t.cpu(), (sigma / tr.mu).cpu(), label=f"sigma/mu, {label} init")
-        dt = float(t[1] - t[0])
-        rho_dot = (tr.rho[2:] - tr.rho[:-2]) / (2 * dt)  # central differences of the simulated rho
-        lemma9 = lemma9_loss(tr.rho[1:-1], tr.mu[1:-1], rho_dot)
-        scale = float(tr.loss.abs().max())
-        # bound: the RK4 error is O(step) where ReLU units chatter at their kinks (6e-4 at step 0.05)
-        ctx.claim_at_most(f"lemma9-{label}", "along the normalised flow L = 1 - rho (mu + rho_dot/2), rho_dot by finite differences of the simulated rho (relative to max L)", SOURCE + ", Lemma 9", measured=float((lemma9 - tr.loss[1:-1]).abs().max()) / scale, bound=2e-3)
-        ctx.claim_at_most(f"unit-norm-{label}", "the Lagrange multiplier keeps |V_k|_F = 1 along the flow", SOURCE + ", eq. 5", measured=float((tr.rho_k - 1.0).abs().max()), bound=1e-6)
-        final_eq = rho_eq(float(tr.mu[-1]), float(tr.second_moment[-1]), cfg.lam)
-        ctx.claim_at_most(f"rho-eq-{label}", "with weight decay rho approaches rho_eq = mu/(M + lam) of the current margins (final relative distance)", SOURCE + ", eq. 11", measured=abs(float(tr.rho[-1]) / final_eq - 1.0), bound=0.1)
-        for i in range(0, t.numel(), max(1, t.numel() // 50)):
+        _claim_lemma9(ctx, label, states, X, y, lam)
+        _claim_rho_eq(ctx, cfg, label, tr, X, y)
+        for i in range(0, tr.t.numel(), max(1, tr.t.numel() // 50)):
             ctx.log_metrics(phase=f"normalised-{label}", t=float(tr.t[i]), rho=float(tr.rho[i]), mu=float(tr.mu[i]), second_moment=float(tr.second_moment[i]), loss=float(tr.loss[i]))
-    ctx.claim_true("rho-grows-from-small", "from a small init rho increases towards rho_eq", SOURCE + ", sec. 3.5", passed=bool(runs["small"].rho[-1] > runs["small"].rho[0]), measured=[float(runs["small"].rho[0]), float(runs["small"].rho[-1])])
-    ctx.claim_true("rho-shrinks-from-large", "from a large init rho decreases towards rho_eq", SOURCE + ", sec. 3.5", passed=bool(runs["large"].rho[-1] < runs["large"].rho[0]), measured=[float(runs["large"].rho[0]), float(runs["large"].rho[-1])])
+    small, large = runs["small"], runs["large"]
+    ctx.claim_true("rho-grows-from-small", "from a small init (rho_0 < mu_0/(1/2 + M_0/2 + lam)) rho stays above rho_0 at every t > 0 and ends above it", SOURCE + ", sec. 3.5 (Observation 1)",
+                   passed=bool((small.rho[1:] > small.rho[0]).all()), measured={"rho_0": float(small.rho[0]), "min_rho_after_0": float(small.rho[1:].min()), "rho_T": float(small.rho[-1])},
+                   reason="a guarantee, not a fit: a return to rho_0 at t > 0 needs rho_dot <= 0, i.e. mu(t) <= rho_0 (M(t) + lam), while L(t) <= L(0) (a gradient flow) needs mu(t) >= mu_0 + rho_0 (M(t) - M_0)/2; with M(t) <= 1 both hold only if mu_0 <= rho_0 (1/2 + M_0/2 + lam), and rho_0 is half that threshold",
+                   reference="the loss-monotonicity bound on rho(t) vs the RK4-integrated normalised flow")
+    above = large.rho > cap
+    decreasing = bool((large.rho[1:][above[:-1]] < large.rho[:-1][above[:-1]]).all())
+    ctx.claim_true("rho-shrinks-from-large", "from a large init (rho_0 = 1/sqrt(lam), twice the bound 1/(2 sqrt lam) >= rho_eq of any V) rho decreases at every step while above 1/(2 sqrt lam) and never returns to rho_0", SOURCE + ", sec. 3.5",
+                   passed=decreasing and bool((large.rho[1:] < large.rho[0]).all()), measured={"rho_0": float(large.rho[0]), "bound_1_over_2sqrt_lam": cap, "max_rho_after_0": float(large.rho[1:].max()), "rho_T": float(large.rho[-1])},
+                   reason="a guarantee, not a fit: rho_dot = 2(M + lam)(rho_eq - rho) < 0 whenever rho > 1/(2 sqrt lam) >= rho_eq, for every V",
+                   reference="the sign of eq. 6 under the bound rho_eq <= 1/(2 sqrt lam) vs the RK4-integrated normalised flow")
+    axes[0].axhline(cap, ls=":", c="k", label="1/(2 sqrt lam) >= rho_eq")
     axes[0].set_xlabel("t")
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=7)
@@ -148,86 +183,102 @@ def _claims_normalised_flow(ctx: RunContext, cfg: Config, V0: list[torch.Tensor]
     axes[1].legend(fontsize=7)
     axes[1].set_title("margin spread")
     ctx.save_figure(fig, "normalised_flow")
+    _claim_unit_norm(ctx, cfg, V0, X, y, inits["large"])
+
+
+def _claim_lemma9(ctx: RunContext, label: str, states: list[tuple[float, list[torch.Tensor]]], X: torch.Tensor, y: torch.Tensor, lam: float) -> None:
+    worst, scale = 0.0, 0.0
+    for rho, V in states:
+        f = y * bias_free_forward(V, X)
+        r = torch.tensor(rho, dtype=torch.float64, device=X.device, requires_grad=True)
+        loss = toy_loss(r, f, lam)
+        (grad,) = torch.autograd.grad(loss, r)
+        rho_dot = -float(grad)  # eq. 6: rho follows the negative gradient of the loss
+        worst = max(worst, abs(float(lemma9_loss(rho, float(f.mean()), rho_dot)) - float(loss.detach())))
+        scale = max(scale, 1.0 + 2 * abs(rho * float(f.mean())) + rho * rho * (float(f.square().mean()) + lam))
+    ctx.claim_at_most(f"lemma9-{label}", "at the states the normalised flow reaches (every chunk end) L = 1 - rho (mu + rho_dot/2), rho_dot = -dL/drho", SOURCE + ", Lemma 9",
+                      measured=worst, bound=16 * X.shape[0] * EPS * scale,
+                      reason="float64 rounding: both sides sum N squared residuals or margins of size <= the scale 1 + 2|rho mu| + rho^2 (M + lam); 16 N eps x scale bounds the accumulated error",
+                      reference="toy_loss evaluated directly (mean squared residual + lam rho^2) vs lemma9_loss with rho_dot from autograd of toy_loss")
+
+
+def _claim_rho_eq(ctx: RunContext, cfg: Config, label: str, tr: ToyTrajectory, X: torch.Tensor, y: torch.Tensor) -> None:
+    """rho(T) against rho_eq(T): the exact-flow bound plus the step-halving estimate of RK4's offset."""
+    bound = _rho_eq_bound(tr, cfg)
+    eq_T = float(tr.mu[-1] / (tr.second_moment[-1] + cfg.lam))
+    gap = abs(float(tr.rho[-1]) - eq_T)
+    # where a ReLU unit chatters at its kink, fixed-step RK4 settles at an O(step) offset from
+    # rho_eq; continue from the final state with half the step for 3 relaxation times 1/(2(M+lam))
+    relax = 3.0 / (2.0 * (float(tr.second_moment[-1]) + cfg.lam))
+    half = toy_flow(list(tr.weights), float(tr.rho[-1]), X, y, _grid(relax, cfg.step_size / 2, X.device), lam=cfg.lam, step_size=cfg.step_size / 2)
+    gap_half = abs(float(half.rho[-1] - half.mu[-1] / (half.second_moment[-1] + cfg.lam)))
+    offset = 2.0 * abs(gap - gap_half)
+    ctx.claim_at_most(f"rho-eq-{label}", f"with weight decay rho settles at rho_eq = mu/(M + lam) of the current margins (|rho(T)/rho_eq(T) - 1|, {label} init, T = {float(tr.t[-1]):g})", SOURCE + ", eq. 11",
+                      measured=gap / eq_T, bound=(bound["transient"] + bound["drift"] + offset) / eq_T,
+                      reason=f"eq. 6 gives |g(T)| <= |g(T-{cfg.window:g})| e^(-2 lam {cfg.window:g}) + max drift of rho_eq over the window (transient {bound['transient']:.2g}, drift {bound['drift']:.2g}); plus RK4's offset where a ReLU chatters, estimated by step halving at order 1 (2 x |gap(h) - gap(h/2)| = {offset:.2g})",
+                      reference="closed form rho_eq(mu(T), M(T)) (eq. 11) vs rho(T) of the RK4-integrated normalised flow")
+
+
+def _claim_unit_norm(ctx: RunContext, cfg: Config, V0: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor, rho0: float) -> None:
+    drift = []
+    for h in (cfg.step_size, cfg.step_size / 4):
+        tr = toy_flow(V0, rho0, X, y, _grid(cfg.norm_t, cfg.step_size, X.device), lam=cfg.lam, step_size=h, project=False)
+        drift.append(float((tr.rho_k - 1.0).abs().max()))
+    order = math.log2(drift[0] / drift[1]) / 2 if drift[1] > 0 else math.inf  # over two halvings of the step
+    ctx.claim_true("unit-norm-multiplier", f"the Lagrange multiplier alone keeps |V_k|_F = 1 (eq. 5): integrated without projection (large init, t <= {cfg.norm_t:g}) the norm drift is RK4's error, vanishing as the step shrinks", SOURCE + ", eq. 5",
+                   passed=drift[0] <= NEGLIGIBLE_DRIFT or order >= ORDER_FLOOR, measured={"drift_h": drift[0], "drift_h_quarter": drift[1], "observed_order": order},
+                   expected={"observed_order_at_least": ORDER_FLOOR, "or_drift_h_at_most": NEGLIGIBLE_DRIFT},
+                   reason="the exact flow conserves |V_k|, so the drift is RK4's global error: order 4 on smooth stretches, 1 where ReLU units chatter at their kinks; order >= 0.5 over a quartered step (a factor >= 2) leaves room for where a kink falls inside a step, while a non-conserving field gives order ~0; a drift <= 1e-9 means no kink was crossed",
+                   reference="drift at step h vs step h/4 against the exact conservation law")
 
 
 def _claims_unnormalised_flow(ctx: RunContext, cfg: Config, Ws: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor) -> None:
-    t = _grid(cfg.unnormalised_t, cfg.step_size / 5, X.device)
+    h = cfg.step_size / 2
+    t = _grid(cfg.unnormalised_t, h, X.device)
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for lam in (0.0, cfg.lam):
-        tr = unnormalised_flow(Ws, X, y, t, lam=lam, step_size=cfg.step_size / 5)
+        tr = unnormalised_flow(Ws, X, y, t, lam=lam, step_size=h)
+        _claims_at_states(ctx, lam, [Ws, list(tr.weights)], X, y)
         gaps = tr.rho_k.square() - tr.rho_k[:, :1].square()
-        predicted = equal_growth(gaps[0], lam, t[:, None])
-        ctx.claim_at_most(f"equal-growth-lam{lam:g}", "|W_k|^2 - |W_1|^2 evolves as (its initial value) e^{-2 lam t} (conserved for lam = 0)", SOURCE + ", Lemma 10 (spec form)", measured=float((gaps - predicted).abs().max() / gaps[0].abs().max()), bound=1e-4)
-        dt = float(t[1] - t[0])
-        rate_fd = (tr.rho[2:] - tr.rho[:-2]) / (2 * dt)
-        rate = torch.tensor([unnormalised_rho_rate(tr.rho_k[i], float(tr.mu[i]), float(tr.second_moment[i]), lam) for i in range(1, t.numel() - 1)], dtype=torch.float64, device=X.device)
-        ctx.claim_at_most(f"unnormalised-rate-lam{lam:g}", "d rho/dt = 2 rho^2 (sum_k rho_k^-2)(mu - rho M) - L lam rho (eq. 51 generalised)", SOURCE + ", appendix G", measured=float((rate_fd - rate).abs().max() / rate.abs().max()), bound=1e-3)
         ax.plot(t.cpu(), gaps[:, 1:].cpu(), label=[f"|W_{k + 2}|^2-|W_1|^2, lam={lam:g}" for k in range(gaps.shape[1] - 1)])
+        ax.plot(t.cpu(), equal_growth(gaps[0, 1:], lam, t[:, None]).cpu(), "k:", lw=0.8)
     ax.set_xlabel("t")
     ax.legend(fontsize=7)
-    ax.set_title("equal growth (Lemma 10)")
+    ax.set_title("equal growth (Lemma 10; dotted: e^{-2 lam t} law)")
     ctx.save_figure(fig, "equal_growth")
 
 
-def _claims_lemma2(ctx: RunContext) -> None:
-    rho0, lam, N, m = 4.0, 0.02, 10, 2
-    res = minimize_scalar(lambda r: N * (1 - r / rho0) ** 2 + lam * r * r, bracket=(0.0, rho0), tol=1e-14)
-    case1 = lemma2_equal_margins(rho0, lam, N)
-    ctx.claim_close("lemma2-equal-rho", "all margins at 1/rho_0: rho_lam = rho_0/(1 + lam rho_0^2/N) minimises the summed loss", SOURCE + ", Lemma 2", measured=float(res.x), expected=case1.rho, tolerance=1e-7, relative=True)
-    ctx.claim_close("lemma2-gap", "the gap is eps = 1 - rho_lam/rho_0 = lam rho_0^2/(N + lam rho_0^2) (corrected; the paper prints lam rho_0)", SOURCE + ", Lemma 2 corrected", measured=1 - float(res.x) / rho0, expected=case1.gap, tolerance=1e-7, relative=True)
+def _claims_at_states(ctx: RunContext, lam: float, states: list[list[torch.Tensor]], X: torch.Tensor, y: torch.Tensor) -> None:
+    """Lemma 10 and the rho rate at the initial and final state of the unnormalised flow, against autograd.
 
-    def stuck(v: np.ndarray) -> float:
-        r, free = v[0], v[1:]
-        return m * (1 - r / rho0) ** 2 + float(((1 - r * free) ** 2).sum()) + lam * r * r
-
-    best = minimize(stuck, np.r_[rho0, np.full(N - m, 1 / rho0)], method="BFGS", options={"gtol": 1e-12})
-    case2 = lemma2_stuck_points(rho0, lam, N, m)
-    ctx.claim_close("lemma2-stuck-loss", "m stuck points: minimal loss lam rho_0^2/(1 + lam rho_0^2/m) (eq. 43)", SOURCE + ", Lemma 2", measured=float(best.fun), expected=case2.loss, tolerance=1e-7, relative=True)
-    ctx.claim_close("lemma2-margin-difference", "interpolating margins exceed the stuck ones by lam rho_0/m (a margin difference, not the gap)", SOURCE + ", Lemma 2 corrected", measured=float(np.mean(best.x[1:]) - 1 / rho0), expected=case2.margin_difference, tolerance=1e-5, relative=True)
-
-
-def _claims_theorem3(ctx: RunContext, cfg: Config) -> None:
-    C, N, lam = 4, 5, 0.3
-    means = 2.0 * simplex_etf(C, 6, seed=cfg.seed) + 0.5  # collapsed ETF features with a common offset
-    W, b = collapsed_ridge(means, N, lam, bias=True)
-    with_bias = theorem3_check(W, b, means, N, lam)
-    ctx.claim_at_most("theorem3-with-bias", "on collapsed ETF features the ridge last layer with an unpenalised bias satisfies eqs. 33-36", SOURCE + ", Theorem 3 with erratum E-3", measured=with_bias.max_residual(), bound=1e-10)
-    W0, b0 = collapsed_ridge(means, N, lam, bias=False)
-    without = theorem3_check(W0, b0, means, N, lam)
-    ctx.claim_at_least("theorem3-without-bias-fails", "without a bias the conclusions of Theorem 3 fail (erratum E-3)", SOURCE + ", erratum E-3", measured=without.max_residual(), bound=1e-2)
-    # the MSE unconstrained-features optimum against L-BFGS from random starts
-    Cu, Nu, d, lam_u = 3, 4, 4, 0.5
-    labels = torch.arange(Cu).repeat_interleave(Nu)
-    sizes = (Cu * d, Cu, Cu * Nu * d)
-
-    def objective(v: np.ndarray) -> tuple[float, np.ndarray]:
-        z = torch.from_numpy(v).requires_grad_(True)
-        W_, b_, H_ = z[: sizes[0]].reshape(Cu, d), z[sizes[0] : sizes[0] + Cu], z[sizes[0] + Cu :].reshape(Cu * Nu, d)
-        loss = ufm_mse_loss(W_, b_, H_, labels, lam_u)
-        (g,) = torch.autograd.grad(loss, z)
-        return float(loss.detach()), g.numpy()
-
-    rng = np.random.default_rng(cfg.seed)
-    values = [minimize(objective, rng.standard_normal(sum(sizes)), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 5000}).fun for _ in range(cfg.ufm_starts)]
-    ctx.claim_close("ufm-mse-optimum", "the MSE UFM with weight decay has optimum eps* = lam(C-1)/(C sqrt N), W^c = sqrt(N)(mu_c - mu_G) (closed-form loss vs L-BFGS)", SOURCE + ", UFM optimum", measured=float(min(values)), expected=ufm_mse_optimum(Cu, Nu, lam_u).loss, tolerance=1e-8, relative=True)
-
-
-def _claims_batch_norm(ctx: RunContext, cfg: Config) -> None:
-    g = torch.Generator().manual_seed(cfg.seed)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3, affine=False, eps=1e-14), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(3 * 16, 2),
-    ).double()
-    x = torch.randn(8, 1, 4, 4, dtype=torch.float64, generator=g)
-    target = torch.randn(8, 2, dtype=torch.float64, generator=g)
-    loss = (net(x) - target).square().mean()
-    radial = radial_derivatives(net, loss)
-    name = scale_invariant_layers(net)[0]
-    conv = dict(net.named_modules())[name]
-    (gw, gb) = torch.autograd.grad(loss, [conv.weight, conv.bias])
-    rel = abs(float(radial[name])) / float(torch.linalg.vector_norm(conv.weight.detach()) * torch.linalg.vector_norm(gw))
-    ctx.claim_at_most("bn-scale-invariance", "a weight feeding batch norm (affine off, eps 1e-14) has <W, grad_W L> = 0 (relative to |W||grad|)", SOURCE + ", batch norm remark", measured=rel, bound=1e-9)
-    ctx.claim_at_most("bn-bias-gradient", "the bias before batch norm has zero gradient (relative to the weight gradient)", SOURCE + ", batch norm remark", measured=float(torch.linalg.vector_norm(gb) / torch.linalg.vector_norm(gw)), bound=1e-9)
+    Both are statements about the velocity ``W_k_dot = -grad_k L`` at a state; integrating them
+    adds only RK4's error, which at ReLU kinks depends on where a kink falls inside a step.
+    """
+    worst_growth, worst_rate = 0.0, 0.0
+    flops = 3 * X.shape[0] * sum(W.numel() for W in states[0])
+    for Ws in states:
+        leaves = [W.detach().clone().requires_grad_(True) for W in Ws]
+        out = bias_free_forward(leaves, X)
+        loss = (1.0 - y * out).square().mean() + 0.5 * lam * sum(W.square().sum() for W in leaves)
+        grads = torch.autograd.grad(loss, leaves)
+        inner = [float((W.detach() * g).sum()) for W, g in zip(Ws, grads)]  # d|W_k|^2/dt = -2 <W_k, grad_k L>
+        sq = [float(W.square().sum()) for W in Ws]
+        growth_scale = max(2 * abs(i) + 2 * lam * q for i, q in zip(inner, sq))
+        worst_growth = max(worst_growth, max(abs(-2 * (inner[k] - inner[0]) + 2 * lam * (sq[k] - sq[0])) for k in range(len(Ws))) / growth_scale)
+        norms = torch.tensor(sq, dtype=torch.float64).sqrt()
+        rho = float(norms.prod())
+        chain = -sum(rho / q * i for q, i in zip(sq, inner))  # d rho/dt = sum_k (rho/rho_k^2) <W_k, W_k_dot>
+        f = y * out.detach() / rho
+        mu, M = float(f.mean()), float(f.square().mean())
+        scale = 2 * rho**2 * float(norms.pow(-2).sum()) * (abs(mu) + rho * M) + len(Ws) * lam * rho
+        worst_rate = max(worst_rate, abs(unnormalised_rho_rate(norms, mu, M, lam) - chain) / scale)
+    rounding = f"float64 rounding of sums of about {flops} products (forward, backward, inner products) each exact to eps: the gamma_n bound n eps relative to the terms' sizes"
+    ctx.claim_at_most(f"equal-growth-lam{lam:g}", "d/dt (|W_k|^2 - |W_1|^2) = -2 lam (|W_k|^2 - |W_1|^2) under the unnormalised flow, so the gaps are conserved for lam = 0 and decay as e^{-2 lam t} (at the initial and final state, relative to the terms' sizes)",
+                      SOURCE + ", Lemma 10 (with weight decay (lam/2) sum |W_k|^2)", measured=worst_growth, bound=flops * EPS, reason=rounding,
+                      reference="the law -2 lam (|W_k|^2 - |W_1|^2) vs -2 (<W_k, grad_k L> - <W_1, grad_1 L>) with autograd gradients")
+    ctx.claim_at_most(f"unnormalised-rate-lam{lam:g}", "d rho/dt = 2 rho^2 (sum_k rho_k^-2)(mu - rho M) - L lam rho under the unnormalised flow (eq. 51 generalised; at the initial and final state, relative to the sum of its terms' sizes)", SOURCE + ", appendix G",
+                      measured=worst_rate, bound=flops * EPS, reason=rounding,
+                      reference="structural-lemma formula unnormalised_rho_rate vs the chain rule sum_k (rho/rho_k^2) <W_k, -grad_k L> with autograd gradients")
 
 
 def run(ctx: RunContext) -> None:
@@ -237,12 +288,12 @@ def run(ctx: RunContext) -> None:
     f0 = y * bias_free_forward(V0, X)
     mu0, M0 = float(f0.mean()), float(f0.square().mean())
     parts = (
-        lambda: _claims_rho_closed_forms(ctx, mu0, M0, cfg.lam),
-        lambda: _claims_normalised_flow(ctx, cfg, V0, X, y, rho_eq(mu0, M0, cfg.lam)),
+        lambda: claims_rho_closed_forms(ctx, mu0, M0, cfg.lam),
+        lambda: _claims_normalised_flow(ctx, cfg, V0, X, y, mu0, M0),
         lambda: _claims_unnormalised_flow(ctx, cfg, Ws, X, y),
-        lambda: _claims_lemma2(ctx),
-        lambda: _claims_theorem3(ctx, cfg),
-        lambda: _claims_batch_norm(ctx, cfg),
+        lambda: claims_lemma2(ctx),
+        lambda: claims_theorem3(ctx, cfg.seed, cfg.ufm_starts),
+        lambda: claims_batch_norm(ctx, cfg.seed),
     )
     for part in ctx.progress(parts, desc="square-loss-toy"):
         part()
@@ -250,9 +301,9 @@ def run(ctx: RunContext) -> None:
 
 EXPERIMENT = Experiment(
     name="square-loss-toy",
-    summary="seed 002's toy-model predictions (rho_eq, Lemmas 2, 9, 10, the GD recursion, Theorem 3 with a bias, BN invariance) against simulated flows and direct minimisation",
+    summary="the square-loss toy model's predictions (rho_eq, Lemmas 2, 9, 10, the GD recursion, Theorem 3 with a bias, BN invariance) against simulated flows and direct minimisation",
     source=SOURCE,
     config=Config,
     run=run,
-    quick={"t_final": 60.0, "unnormalised_t": 3.0, "ufm_starts": 2},
+    quick={"t_final": 60.0, "norm_t": 5.0, "unnormalised_t": 3.0, "ufm_starts": 2},
 )

@@ -148,13 +148,16 @@ def _record(t: torch.Tensor, states: list[tuple[torch.Tensor, list[torch.Tensor]
     return ToyTrajectory(t, torch.stack(rho), torch.stack(norms), torch.stack(mu), torch.stack(M), torch.stack(loss), tuple(states[-1][1]))
 
 
-def toy_flow(V0: Sequence[torch.Tensor], rho0: float, X: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, lam: float = 0.0, reduction: str = "mean", step_size: float = 0.05) -> ToyTrajectory:
+def toy_flow(V0: Sequence[torch.Tensor], rho0: float, X: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, lam: float = 0.0, reduction: str = "mean", step_size: float = 0.05, project: bool = True) -> ToyTrajectory:
     """Integrate the Lagrange-normalised toy flow (seed 002 eqs. 6-7) from ``(rho0, V0)``.
 
     V0: ``[V_1 (d_1, M), ..., V_L (1, d_{L-1})]`` of unit Frobenius norm (else
     :class:`AssumptionError`); X: ``(N, M)``; y: ``(N,)`` of +-1; t: increasing output times.
     Loss ``s sum_n (1 - rho f_n)^2 + lam rho^2`` (module docstring); ``rho_k`` records
-    ``|V_k|_F`` (1 by the projection) and ``rho`` the scalar state.
+    ``|V_k|_F`` and ``rho`` the scalar state. ``project=True`` ends every RK4 step with
+    ``V_k <- V_k / |V_k|_F`` (``rho_k`` is then 1 by construction); ``project=False``
+    integrates eqs. 6-7 as they stand, so ``|V_k|_F - 1`` measures how well the Lagrange
+    multiplier alone conserves the norm (zero for the exact flow, the integrator error here).
     """
     where = "toy_flow"
     Vs, X, y, t, step_size = _check_problem(V0, X, y, t, step_size, where)
@@ -175,10 +178,10 @@ def toy_flow(V0: Sequence[torch.Tensor], rho0: float, X: torch.Tensor, y: torch.
         V_dot = [2.0 * s * rho * (g - v * (v * g).sum() / v.square().sum()) for v, g in zip(V, grads)]
         return (2.0 * s * (w * f).sum() - 2.0 * lam * rho, *V_dot)
 
-    def project(state: State) -> State:
+    def normalise(state: State) -> State:
         return (state[0], *(v / torch.linalg.vector_norm(v) for v in state[1:]))
 
-    states = _rk4(field, (torch.tensor(rho0, dtype=torch.float64, device=X.device), *Vs), t, step_size, project)
+    states = _rk4(field, (torch.tensor(rho0, dtype=torch.float64, device=X.device), *Vs), t, step_size, normalise if project else lambda st: st)
 
     def loss_of(r: torch.Tensor, f: torch.Tensor, _: list[torch.Tensor]) -> torch.Tensor:
         return s * (1.0 - r * f).square().sum() + lam * r**2

@@ -7,7 +7,7 @@ normal ``xi`` when ``noise = sigma > 0`` (an SGD-like perturbation of the gradie
 
 Under gradient flow ``|W|_F^2 - |H|_F^2`` is conserved (``<W, grad_W> = <H, grad_H> =
 s tr(W^T G H^T)``); one descent step changes it by exactly
-``lr^2 (|grad_W|^2 - |grad_H|^2)`` (spec: drift ``O(lr)`` over a unit of time).
+``lr^2 (|grad_W|^2 - |grad_H|^2)`` (over a time ``t = lr * steps`` the drift is ``O(lr t)``).
 """
 
 from __future__ import annotations
@@ -33,13 +33,18 @@ class ULPMTrajectory:
 
     steps: ``(T,)`` int64 step indices at which ``records`` were taken (before that step's
     update; the last one is the final state); records: name -> ``(T,)`` float64 tensor
-    (the keys of :func:`~collapselab.toy.ulpm_diagnostics`); W, H: the final parameters.
+    (the keys of :func:`~collapselab.toy.ulpm_diagnostics`); W, H: the final parameters;
+    imbalance_law: ``(T,)`` float64, ``lr^2 sum_{s < step} (|g_W(s)|^2 - |g_H(s)|^2)`` over the
+    steps taken before each record (``g`` the applied gradient): with ``noise = 0`` this is
+    the exact change of ``|W|^2 - |H|^2`` (module docstring), an independent prediction of
+    ``records["imbalance"] - records["imbalance"][0]``.
     """
 
     steps: torch.Tensor
     records: dict[str, torch.Tensor]
     W: torch.Tensor
     H: torch.Tensor
+    imbalance_law: torch.Tensor
 
 
 def log_spaced_steps(steps: int, num: int = 100) -> list[int]:
@@ -49,13 +54,14 @@ def log_spaced_steps(steps: int, num: int = 100) -> list[int]:
     return [0, *[int(s) for s in grid if 0 < s <= steps]]
 
 
-def _update(W: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, scale: float, lr: float, noise: float, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _gradients(W: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, scale: float, noise: float, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The applied gradients ``(grad_W + noise xi_W, grad_H + noise xi_H)`` of one step."""
     G, _ = scaled_residual(W, H, Y, scale)
     gW, gH = residual_gradients(W, H, G)
     if noise > 0:
         gW = gW + noise * torch.randn(gW.shape, dtype=gW.dtype, device=gW.device, generator=gen)
         gH = gH + noise * torch.randn(gH.shape, dtype=gH.dtype, device=gH.device, generator=gen)
-    return W - lr * gW, H - lr * gH
+    return gW, gH
 
 
 def ulpm_step(W: torch.Tensor, H: torch.Tensor, lr: float, *, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +71,8 @@ def ulpm_step(W: torch.Tensor, H: torch.Tensor, lr: float, *, reduction: str = "
     W, H, n = check_ulpm(W, H, where)
     lr = check_scalar("lr", lr, where, low=0.0, closed="right")
     Y = ulpm_targets(W.shape[0], n, dtype=W.dtype, device=W.device)
-    return _update(W, H, Y, loss_scale(reduction, H.shape[1]), lr, 0.0, None)
+    gW, gH = _gradients(W, H, Y, loss_scale(reduction, H.shape[1]), 0.0, None)
+    return W - lr * gW, H - lr * gH
 
 
 def ulpm_descent(
@@ -110,6 +117,8 @@ def ulpm_descent(
         gen.manual_seed(0 if seed is None else int(seed))
     start_sq = float(W.square().sum() + H.square().sum())
     rows: list[dict[str, float]] = []
+    law = torch.zeros((), dtype=W.dtype, device=W.device)
+    laws = []
 
     def guard(step: int) -> None:
         sq = float(W.square().sum() + H.square().sum())
@@ -124,14 +133,17 @@ def ulpm_descent(
             if step == next_mark:
                 guard(step)
                 rows.append(ulpm_diagnostics(W, H, reduction=reduction))
+                laws.append(float(law))
                 next_mark = next(mark_iter, -1)
             if step == steps:
                 break
             if step % check_every == 0:
                 guard(step)
-            W, H = _update(W, H, Y, scale, lr, noise, gen)
+            gW, gH = _gradients(W, H, Y, scale, noise, gen)
+            law = law + (lr * lr) * (torch.vdot(gW.reshape(-1), gW.reshape(-1)) - torch.vdot(gH.reshape(-1), gH.reshape(-1)))
+            W, H = W - lr * gW, H - lr * gH
     records = {k: torch.tensor([r[k] for r in rows], dtype=torch.float64) for k in rows[0]}
-    return ULPMTrajectory(torch.tensor(marks, dtype=torch.int64), records, W, H)
+    return ULPMTrajectory(torch.tensor(marks, dtype=torch.int64), records, W, H, torch.tensor(laws, dtype=torch.float64))
 
 
 def ulpm_flow(W0: torch.Tensor, H0: torch.Tensor, t: torch.Tensor, *, reduction: str = "mean", method: str = "dopri5", rtol: float = 1e-10, atol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
