@@ -363,7 +363,7 @@ def _figures(ctx: RunContext, cfg: Config, curves, smooth, relu_exact, dup, ntk,
 
 EXPERIMENT = Experiment(
     name="adapted-flow",
-    summary="adapted flow: C(s) = e^{-2s/N} C(0), straight output paths in t (tanh; ReLU until its first sliding mode); corrected Prop 2.5 under rank loss; shared equilibria; adapted kernel = identity",
+    summary="adapted flow: C(s) = e^{-2s/N} C(0), straight output paths in t (tanh; ReLU at least until the first activation boundary predicted by Euler); corrected Prop 2.5 under rank loss; shared equilibria; adapted kernel = identity against autograd; mixed-precision defect recomputed",
     source=SOURCE,
     config=Config,
     run=run,
