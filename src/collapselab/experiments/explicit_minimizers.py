@@ -50,7 +50,7 @@ _FLOOR = 1e-300  # keeps exact zeros visible on log axes
 
 class Config(ExperimentConfig):
     per_class: int = Field(40, ge=2, le=2000, description="Points per cluster; at most 2000, since the rank check forms the dense (QN x K) Jacobian.")
-    delta: float = Field(0.05, gt=0, le=0.2, description="Cluster radius (every point within delta of its generating mean); at most 0.2, so that the clusters around the unit-spaced means stay separated as CE23 Thm 2.3 requires.")
+    delta: float = Field(0.05, gt=0, le=0.2, description="Cluster radius (every point within delta of its generating mean); at most 0.2, so that the clusters around the means e_j + 0.2 g_j (about sqrt 2 apart) stay separated as CE23 Thm 2.3 requires.")
     steps: int = Field(3000, ge=1, le=100_000, description="Gradient steps of GD and Adam per initialisation (at most 1e5: the curves are an illustration).")
     inits: int = Field(3, ge=1, le=20, description="Random initialisations per optimiser (at most 20).")
     lr_gd: float = Field(0.05, gt=0, le=10, description="Step size of plain gradient descent.")
