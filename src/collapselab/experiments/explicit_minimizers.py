@@ -5,11 +5,16 @@ On clustered data in ``R^2`` (``Q = 2``) and ``R^3`` (``Q = 3``):
 * the explicit network of CE23 Thm 2.3 (:func:`collapselab.construct.construct_clustered`)
   has zero cost (the module is evaluated by plain PyTorch), maps every cluster to
   ``x̄_j - mu_j f_j`` (computed here from the means), has a Jacobian of rank ``Q^2``
-  (spec/chen.md T24: the rank loss that makes underparametrised zero loss possible) and
+  (the rank loss that makes underparametrised zero loss possible) and
   classifies fresh points of ``B_delta(x̄_j)`` by the metric rule (2.61);
 * plain gradient descent and Adam, on the same architecture and data from random
-  initialisations, stay orders of magnitude above that minimum (the non-approximability
-  discussion of seed 000 and arXiv:2311.07065; spec/chen.md 5.2);
+  initialisations, are run for the cost curves of the figure (the non-approximability
+  discussion of seed 000 and arXiv:2311.07065). Their gap to the constructed minimum is
+  recorded as not applicable, not as a verdict: that paper states non-approximability
+  qualitatively and bounds no cost that plain GD or Adam reach with a finite budget, so a
+  threshold on their final cost would be chosen from what was seen (a check that cannot
+  fail). The check that does come from the theory is the rank: the constructed minimum
+  has rank ``Q^2`` (the rank loss that makes underparametrised zero loss possible).
 * figures: the data moving layer by layer with the cones and collapse points (2-D and
   3-D), and the cost curves of GD/Adam against the constructed cost.
 
@@ -37,20 +42,20 @@ from ._base import Experiment, ExperimentConfig, RunContext
 
 __all__ = ["EXPERIMENT", "Config"]
 
-SRC_CE23 = "CE23 Thm 2.3 (2.57)-(2.59); spec/chen.md 2.3, T4/T5"
-SRC_NONAPPROX = "Chen & Munoz Ewald arXiv:2311.07065 (non-approximability); seed 000; spec/chen.md 5.2"
+SRC_CE23 = "CE23 Thm 2.3 (2.57)-(2.59)"
+SRC_NONAPPROX = "Chen & Munoz Ewald arXiv:2311.07065 (non-approximability); seed 000"
+_EPS = torch.finfo(torch.float64).eps
 _FLOOR = 1e-300  # keeps exact zeros visible on log axes
 
 
 class Config(ExperimentConfig):
-    per_class: int = Field(40, ge=2, description="Points per cluster.")
-    delta: float = Field(0.05, gt=0, description="Cluster radius (every point within delta of its generating mean).")
-    steps: int = Field(3000, ge=1, description="Gradient steps of GD and Adam per initialisation.")
-    inits: int = Field(3, ge=1, description="Random initialisations per optimiser.")
-    lr_gd: float = Field(0.05, gt=0, description="Step size of plain gradient descent.")
-    lr_adam: float = Field(0.01, gt=0, description="Step size of Adam.")
-    log_every: int = Field(50, ge=1, description="Log the GD/Adam cost every this many steps.")
-    gap: float = Field(1e6, gt=1, description="Claimed factor between the best GD/Adam cost and the constructed cost tolerance 1e-12.")
+    per_class: int = Field(40, ge=2, le=2000, description="Points per cluster; at most 2000, since the rank check forms the dense (QN x K) Jacobian.")
+    delta: float = Field(0.05, gt=0, le=0.2, description="Cluster radius (every point within delta of its generating mean); at most 0.2, so that the clusters around the means e_j + 0.2 g_j (about sqrt 2 apart) stay separated as CE23 Thm 2.3 requires.")
+    steps: int = Field(3000, ge=1, le=100_000, description="Gradient steps of GD and Adam per initialisation (at most 1e5: the curves are an illustration).")
+    inits: int = Field(3, ge=1, le=20, description="Random initialisations per optimiser (at most 20).")
+    lr_gd: float = Field(0.05, gt=0, le=10, description="Step size of plain gradient descent.")
+    lr_adam: float = Field(0.01, gt=0, le=10, description="Step size of Adam.")
+    log_every: int = Field(50, ge=1, le=100_000, description="Log the GD/Adam cost every this many steps.")
 
 
 def _logged_steps(steps: int, log_every: int) -> list[int]:
@@ -171,20 +176,35 @@ def run(ctx: RunContext) -> None:
             cost = float(ce23_cost(result.module(data.X), data.labels, data.Y))  # plain PyTorch forward
         constructed[name] = cost
         ctx.log_metrics(problem=name, method="constructed", init=-1, step=0, cost=cost)
-        ctx.claim_at_most(f"constructed-cost-{q}d", f"the explicit CE23 network has zero cost on {q} clusters in R^{q} (module evaluated by PyTorch)", SRC_CE23, measured=cost, bound=1e-12)
+        # float64 round-off of a forward pass: eps x (depth) x (width) x prod |W_l| x max |x|
+        weights = [layer.weight.detach() for layer in result.module.layers]
+        scale = math.prod(float(torch.linalg.matrix_norm(W, ord=2)) for W in weights) * float(data.X.abs().max().clamp_min(1.0))
+        roundoff = 10 * _EPS * len(weights) * max(result.module.widths) * scale
+        roundoff_reason = f"float64 forward pass: 10 eps (layers) (width) prod_l |W_l|_2 max|x| = {roundoff:.2g}"
+        ctx.claim_at_most(f"constructed-cost-{q}d", f"the explicit CE23 network has zero cost on {q} clusters in R^{q} (module evaluated by PyTorch)", SRC_CE23,
+                          measured=cost, bound=roundoff, reason=roundoff_reason, reference="Thm 2.3: cost 0 (the module's plain PyTorch forward, not the construction's own bookkeeping)")
         means = data.class_means
         bary = means.mean(0)
         f = (bary - means) / (bary - means).norm(dim=1, keepdim=True)
         mu = torch.tensor([layer.mu for layer in result.layers], dtype=means.dtype, device=means.device)
         err = float((result.truncate(data.X) - (means - mu[:, None] * f)[data.labels]).abs().max())
-        ctx.claim_at_most(f"collapse-points-{q}d", "every cluster is mapped to x̄_j - mu_j f_j (formula from the means)", "CE23 (2.59)/(2.60); spec/chen.md T5", measured=err, bound=1e-12)
+        ctx.claim_at_most(f"collapse-points-{q}d", "every cluster is mapped to x̄_j - mu_j f_j (formula from the means)", "CE23 (2.59)/(2.60)",
+                          measured=err, bound=roundoff, reason=roundoff_reason, reference="x̄_j - mu_j f_j computed here from the class means and the barycentre")
         theta = flatten_params(result.module).detach()
         D = torch.func.jacrev(stacked_outputs)(theta, result.module.widths, data.X)
-        rank = int(torch.linalg.matrix_rank(D, rtol=1e-10))
-        ctx.claim_close(f"jacobian-rank-{q}d", f"rank of the output Jacobian at the constructed minimum is Q^2 = {q * q} (QN = {D.shape[0]}, K = {D.shape[1]})", "spec/chen.md 5.2, T24", measured=rank, expected=q * q, tolerance=0)
+        sv = torch.linalg.svdvals(D)
+        rank = int((sv > 1e-10 * sv[0]).sum())
+        gap = float(sv[q * q - 1] / sv[0]) if q * q <= len(sv) else 0.0
+        ctx.claim_close(f"jacobian-rank-{q}d", f"rank of the output Jacobian at the constructed minimum is Q^2 = {q * q} (QN = {D.shape[0]}, K = {D.shape[1]})", "CE23 Thm 2.3; arXiv:2311.07065 (rank loss at underparametrised zero loss)",
+                        measured=rank, expected=q * q, tolerance=0,
+                        reason=f"an integer: singular values counted above 1e-10 sigma_max; collapsed clusters give exactly repeated rows (zero singular values up to eps |D|), the Q^2-th is {gap:.2g} sigma_max",
+                        reference="Q^2: each of the Q collapse points moves only through the Q outputs (D by autograd)")
         fresh, fresh_labels = _fresh_points(data, cfg.delta, 50, ctx.rng)
         acc = float((result.classify(fresh) == fresh_labels).double().mean())
-        ctx.claim_close(f"metric-rule-{q}d", "fresh points of B_delta(x̄_j) are classified as j by the metric rule", "CE23 (2.61)/(2.68); spec/chen.md T5", measured=acc, expected=1.0, tolerance=0)
+        ctx.claim_close(f"metric-rule-{q}d", "fresh points of B_delta(x̄_j) are classified as j by the metric rule", "CE23 (2.61)/(2.68)",
+                        measured=acc, expected=1.0, tolerance=0,
+                        reason="deterministic: the theorem classifies every point of the ball, so no sampling error is allowed (50 fresh points per class)",
+                        reference="the class each fresh point was drawn around")
         ctx.save_figure((_figure_2d if q == 2 else _figure_3d)(result, data), f"layers_{q}d")
         best = math.inf
         runs = [(method, init) for method in ("gd", "adam") for init in range(cfg.inits)]
@@ -193,19 +213,17 @@ def run(ctx: RunContext) -> None:
             final, curve = _train(data, result.module.widths, method, lr, cfg.steps, cfg.seed * 1000 + 17 * init + q, ctx, name, init, cfg.log_every)
             curves[(name, method, init)] = curve
             best = min(best, final)
-        ctx.claim_at_least(
-            f"gd-adam-gap-{q}d",
-            f"GD and Adam ({cfg.inits} random inits each, {cfg.steps} steps) stay >= {cfg.gap:.0e} x 1e-12 above the constructed zero-cost minimum",
-            SRC_NONAPPROX, measured=best, bound=cfg.gap * 1e-12,
-        )
+        ctx.claim_not_applicable(f"gd-adam-gap-{q}d", f"GD and Adam ({cfg.inits} random inits each, {cfg.steps} steps; best final cost {best:.3g}) do not approximate the constructed zero-cost minimum", SRC_NONAPPROX,
+                                 why="no verdict: arXiv:2311.07065 states non-approximability qualitatively and bounds no cost that GD or Adam reach with a finite budget, so any threshold would be fitted to the outcome; the curves are an illustration",
+                                 reference="the constructed minimum's cost (figure costs)")
     ctx.save_figure(_figure_costs(curves, constructed, cfg.steps, cfg.log_every), "costs")
 
 
 EXPERIMENT = Experiment(
     name="explicit-minimizers",
-    summary="CE23's explicit network has zero cost and rank-Q^2 Jacobian; GD and Adam stay orders of magnitude above it.",
-    source="CE23 Thm 2.3; arXiv:2311.07065; spec/chen.md 2.3, 5.2, T4/T5/T24",
+    summary="CE23's explicit network has zero cost, collapses each cluster to its predicted point, has a rank-Q^2 Jacobian and classifies fresh points; GD/Adam cost curves for comparison.",
+    source="CE23 Thm 2.3; arXiv:2311.07065",
     config=Config,
     run=run,
-    quick={"per_class": 20, "steps": 400, "inits": 2, "log_every": 50},
+    quick={"per_class": 20, "steps": 400, "inits": 1, "log_every": 50},
 )
