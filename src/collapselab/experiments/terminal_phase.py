@@ -53,6 +53,7 @@ SOURCE = "Papyan, Han, Donoho 2020 (PHD), Sec 3, Figs 2-7; Han, Papyan, Donoho 2
 
 DECREASING = {"nc1": "NC1 (within-class variability, Tr(Sigma_W Sigma_B^+)/C)", "nc2_etf_error_means": "NC2 (ETF error of the centred class means)", "nc3": "NC3 (distance of normalised classifier and centred means)"}
 LEVEL = 1e-3
+CHECKPOINT_EVERY_S = 30.0  # a killed run loses at most this much training; per-epoch saves would dominate short epochs
 TREND_REASON = (
     "level 1e-3 bounds a false pass; Kendall's tau per seed over the log-spaced epochs from its terminal-phase onset, Stouffer-combined over "
     "{n} seeds: a collapse that continues through the terminal phase gives every seed tau near -1 (one monotone series of 8 points alone has p = 1/8! = 2.5e-5), "
@@ -94,7 +95,7 @@ def run(ctx: RunContext) -> None:
     X, labels, _ = as_images(load_fashion_mnist("train", limit_per_class=cfg.per_class), normalise="standardise")
     if cfg.model == "mlp":
         X = X.flatten(1)
-    series = Series(ctx.save_checkpoint, lambda row: ctx.log_metrics(**row), ctx.checkpoint, ctx.progress)
+    series = Series(ctx.save_checkpoint, lambda row: ctx.log_metrics(**row), ctx.checkpoint, ctx.progress, min_interval_s=CHECKPOINT_EVERY_S)
     seeds = derived_seeds(cfg.seed, cfg.n_seeds)
     results: dict[str, list[dict[str, Any]]] = {}
     for loss in cfg.losses:
