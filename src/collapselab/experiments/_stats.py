@@ -12,6 +12,8 @@ experiments run several seeds (derived from the run's seed) and test an aggregat
   one monotone series of ``m`` points has ``p = 1/m!``.
 - :func:`sign_test`: one-sided binomial test of ``k`` successes in ``n`` seeds against a
   fair coin (``scipy.stats.binomtest``).
+- :func:`slope_test`: the least-squares slope of ``y`` on ``x`` with one intercept per seed
+  (within-seed centring), its standard error and one-sided t-test (``scipy.stats.t``).
 - :func:`equivalence_test`: two one-sided t-tests (TOST, ``scipy.stats.ttest_1samp``) that
   the mean of per-seed differences lies inside ``(-margin, margin)``.
 
@@ -29,7 +31,7 @@ from scipy import stats
 
 from ..core.errors import ParameterError
 
-__all__ = ["TrendResult", "derived_seeds", "equivalence_test", "sign_test", "trend_test"]
+__all__ = ["TrendResult", "derived_seeds", "equivalence_test", "sign_test", "slope_test", "trend_test"]
 
 
 def derived_seeds(seed: int, n: int) -> list[int]:
@@ -120,3 +122,26 @@ def equivalence_test(differences: Sequence[float], margin: float) -> tuple[float
     upper = stats.ttest_1samp(d, margin, alternative="less").pvalue
     p = float(max(lower, upper))
     return float(d.mean()), (1.0 if not np.isfinite(p) else p)
+
+
+def slope_test(x: Sequence[float], y: Sequence[float], groups: Sequence[int]) -> tuple[float, float, float]:
+    """``(slope, standard error, one-sided p-value for slope > 0)`` of ``y`` on ``x`` with one
+    intercept per group (seed): ordinary least squares on the within-group centred data, with
+    ``N - groups - 1`` degrees of freedom. Removing each seed's level leaves the noise of the
+    trend itself."""
+    x, y, g = np.asarray(x, float), np.asarray(y, float), np.asarray(groups)
+    xc, yc = x.copy(), y.copy()
+    labels = np.unique(g)
+    for k in labels:
+        xc[g == k] -= x[g == k].mean()
+        yc[g == k] -= y[g == k].mean()
+    df = x.size - labels.size - 1
+    sxx = float(xc @ xc)
+    if df < 1 or sxx == 0:
+        raise ParameterError(f"slope_test: need x varying within groups and more points than groups + 1, got {x.size} points in {labels.size} groups")
+    slope = float(xc @ yc) / sxx
+    resid = yc - slope * xc
+    se = float(np.sqrt(resid @ resid / df / sxx))
+    if se == 0.0:
+        return slope, se, 0.0 if slope > 0 else 1.0
+    return slope, se, float(stats.t.sf(slope / se, df))
