@@ -20,14 +20,13 @@ Every loss is trained from ``n_seeds`` seeds derived from the run's seed. Claims
   the end (PHD Fig 7: the mismatch converges to 0), in every seed.
 
 Tiers (``--set tier=...``): ``full`` is PHD's protocol (VGG-11 with batch norm on all 60000
-images, 350 epochs, 3 seeds and 2 losses: 6 trainings, about 6 GPU-hours at ~1 min/epoch-hour
-scale of a small VGG on one modern GPU, i.e. ~10 s per epoch of 469 steps, measured order on
-an H200 for width 1); ``middle`` keeps PHD's learning rate, weight decay, batch, losses and
-step schedule on 50 images per class with a 1/8-width VGG-11 (about 20 minutes on 2 cores);
-``quick`` (``--quick``) trains an MLP on 10 images per class for 60 epochs with batch 20 and
-weight decay 0.05: the weight-decay time scale ``(1 - momentum)/(lr wd)`` is 4000 steps at
-PHD's 5e-4, longer than the whole quick run (180 steps); 0.05 makes it 40 steps, so the run
-spans several time scales as PHD's 164,000 steps span 41.
+images, 350 epochs, 3 seeds x 2 losses = 6 trainings; estimated, not measured here: about
+10 s per epoch of 469 steps on one current GPU, so about 6 GPU-hours in all). ``middle`` keeps
+PHD's learning rate, weight decay, batch, losses and step schedule for 350 epochs on 50 images
+per class with a 1/8-width VGG-11, 2 seeds. ``quick`` (``--quick``) trains an MLP on 10 images
+per class for 60 epochs with batch 20 and weight decay 0.05: the weight-decay time scale
+``(1 - momentum)/(lr wd)`` is 4000 steps at PHD's 5e-4, longer than the whole quick run (300
+steps); 0.05 makes it 40 steps, so the run spans 7.5 time scales (PHD's 164,000 steps span 41).
 """
 
 from __future__ import annotations
