@@ -1,4 +1,4 @@
-"""Statistics for claims about training runs: seeds, trend, sign and equivalence tests.
+"""Statistics for claims about training runs: derived seeds, trend and equivalence tests.
 
 A claim about SGD training is a statement about a random process, so the training
 experiments run several seeds (derived from the run's seed) and test an aggregate:
@@ -10,10 +10,6 @@ experiments run several seeds (derived from the run's seed) and test an aggregat
   (``scipy.stats.kendalltau``, one-sided), combined over the seeds by Stouffer's method. A
   flat series has tau near 0 and a large p-value, so the claim fails when nothing changed;
   one monotone series of ``m`` points has ``p = 1/m!``.
-- :func:`sign_test`: one-sided binomial test of ``k`` successes in ``n`` seeds against a
-  fair coin (``scipy.stats.binomtest``).
-- :func:`slope_test`: the least-squares slope of ``y`` on ``x`` with one intercept per seed
-  (within-seed centring), its standard error and one-sided t-test (``scipy.stats.t``).
 - :func:`equivalence_test`: two one-sided t-tests (TOST, ``scipy.stats.ttest_1samp``) that
   the mean of per-seed differences lies inside ``(-margin, margin)``.
 
@@ -31,7 +27,7 @@ from scipy import stats
 
 from ..core.errors import ParameterError
 
-__all__ = ["TrendResult", "derived_seeds", "equivalence_test", "sign_test", "slope_test", "trend_test"]
+__all__ = ["TrendResult", "derived_seeds", "equivalence_test", "trend_test"]
 
 
 def derived_seeds(seed: int, n: int) -> list[int]:
@@ -103,13 +99,6 @@ def trend_test(series: Sequence[Mapping[int, float]], starts: Sequence[int], *, 
     return TrendResult(p, taus, skipped, float(np.median(firsts)), float(np.median(lasts)))
 
 
-def sign_test(successes: int, n: int) -> float:
-    """One-sided p-value of ``successes`` of ``n`` seeds under a fair coin (the null "no effect")."""
-    if n < 1:
-        raise ParameterError(f"sign_test: need at least one seed, got n={n}")
-    return float(stats.binomtest(int(successes), int(n), 0.5, alternative="greater").pvalue)
-
-
 def equivalence_test(differences: Sequence[float], margin: float) -> tuple[float, float]:
     """TOST: ``(mean difference, p-value)`` for "the mean of ``differences`` lies in ``(-margin, margin)``".
 
@@ -123,25 +112,3 @@ def equivalence_test(differences: Sequence[float], margin: float) -> tuple[float
     p = float(max(lower, upper))
     return float(d.mean()), (1.0 if not np.isfinite(p) else p)
 
-
-def slope_test(x: Sequence[float], y: Sequence[float], groups: Sequence[int]) -> tuple[float, float, float]:
-    """``(slope, standard error, one-sided p-value for slope > 0)`` of ``y`` on ``x`` with one
-    intercept per group (seed): ordinary least squares on the within-group centred data, with
-    ``N - groups - 1`` degrees of freedom. Removing each seed's level leaves the noise of the
-    trend itself."""
-    x, y, g = np.asarray(x, float), np.asarray(y, float), np.asarray(groups)
-    xc, yc = x.copy(), y.copy()
-    labels = np.unique(g)
-    for k in labels:
-        xc[g == k] -= x[g == k].mean()
-        yc[g == k] -= y[g == k].mean()
-    df = x.size - labels.size - 1
-    sxx = float(xc @ xc)
-    if df < 1 or sxx == 0:
-        raise ParameterError(f"slope_test: need x varying within groups and more points than groups + 1, got {x.size} points in {labels.size} groups")
-    slope = float(xc @ yc) / sxx
-    resid = yc - slope * xc
-    se = float(np.sqrt(resid @ resid / df / sxx))
-    if se == 0.0:
-        return slope, se, 0.0 if slope > 0 else 1.0
-    return slope, se, float(stats.t.sf(slope / se, df))

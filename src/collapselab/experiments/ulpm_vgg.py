@@ -18,10 +18,12 @@ the training set at log-spaced epochs:
 The network is trained from ``n_seeds`` seeds derived from the run's seed. Claims:
 
 - the training error reaches zero in every seed (the terminal phase begins);
-- each of the six quantities decreases during the terminal phase (the paper tracks them
-  "during the terminal phase" and finds they "either decrease or stay in small values"):
-  Kendall's tau of each seed's series against the log-spaced epochs from that seed's
-  first zero-error epoch, Stouffer-combined over seeds, one-sided, level 1e-3;
+- each of the six quantities decreases during the terminal phase, or stays small (the paper
+  tracks them "during the terminal phase" and finds they "either decrease or stay in small
+  values"): Kendall's tau of each seed's series against the log-spaced epochs from that
+  seed's first zero-error epoch, Stouffer-combined over seeds, one-sided, level 1e-3; a
+  quantity whose median over seeds at the onset is already below 0.1 (the paper's threshold
+  for small) must instead stay below 0.1 through the terminal phase in every seed;
 - the norm variations and cosines (1) and (3) are below 0.1 after 500 epochs (the paper's
   number): checked where the run trains at least 500 epochs, recorded as not applicable with
   the reason otherwise;
@@ -30,12 +32,12 @@ The network is trained from ``n_seeds`` seeds derived from the run's seed. Claim
   closed-form bound, not training.
 
 Tiers (``--set tier=...``): ``full`` trains on all 60000 images for 500 epochs, 3 seeds (VGG-13
-at width 1 takes about 10 s per epoch of 469 steps on one modern GPU, so about 4 GPU-hours in
+at width 1 takes about 10 s per epoch of 469 steps on one current GPU (an estimate, not measured here), so about 4 GPU-hours in
 all). ``middle`` keeps the paper's loss, no weight decay, momentum, batch 128 and constant
 learning rate 0.01 on 50 images per class with a 1/8-width VGG-13, 150 epochs, 2 seeds.
-``quick`` (``--quick``) trains a 1/16-width VGG-13 on 10 images per class with batch 25 and
-learning rate 0.05 for 60 epochs, 3 seeds: at lr 0.01 the terminal phase of 100 images starts
-too late for a trend to be measured inside 60 epochs.
+``quick`` (``--quick``) trains a 1/16-width VGG-13 on 6 images per class with batch 20 and
+learning rate 0.05 for 100 epochs, 3 seeds: at lr 0.01 the terminal phase starts too late for
+a trend to be measured inside the run (it starts near epoch 30 at 0.05).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ BELOW_PAPER = ("nc2_equinorm_means", "nc2_equinorm_weights", "nc2_equiangular_me
 class Config(TieredConfig):
     TIERS = {
         "middle": {"per_class": 50, "width": 0.125, "epochs": 150, "n_seeds": 2, "nc_points": 30},
-        "quick": {"per_class": 10, "width": 0.0625, "epochs": 60, "lr": 0.05, "batch_size": 25, "nc_points": 24},
+        "quick": {"per_class": 6, "width": 0.0625, "epochs": 100, "lr": 0.05, "batch_size": 20, "nc_points": 30},
     }
 
     per_class: int = Field(6000, ge=2, le=6000, description="training images per class (balanced; 6000 = all)")
@@ -121,9 +123,16 @@ def _claims(ctx: RunContext, cfg: Config, runs: list[dict[str, Any]]) -> None:
               "a decrease present in every seed gives each tau near -1 (one monotone series of 8 points alone has p = 1/8! = 2.5e-5), so a true claim fails only when "
               "most seeds stall, which the 10-seed validation sweep of the quick tier never showed")
     for key, what in QUANTITIES.items():
-        cid, claim, ref = f"{key}-decreases", f"{what} decreases during the terminal phase", "Kendall's tau of the quantity against the epoch (no trend = tau 0)"
+        cid, claim, ref = f"{key}-decreases", f"{what} decreases during the terminal phase, or stays below {PAPER_BOUND:g} if it starts there", "Kendall's tau of the quantity against the epoch (no trend = tau 0)"
         if not tested:
             ctx.claim_not_applicable(cid, claim, SOURCE + "; Fig 3", why="no seed reached the terminal phase (see the terminal-phase claim)", reference=ref)
+            continue
+        phase = [[float(row[key]) for row in r["rows"] if int(row["epoch"]) >= t] for r, t in tested]
+        if float(np.median([v[0] for v in phase])) < PAPER_BOUND:
+            # the paper: the quantities "either decrease or stay in small values"; one already small at the onset must stay small
+            ctx.claim_at_most(cid, claim + f" (median at the onset below {PAPER_BOUND:g}: max over seeds and terminal-phase epochs)", SOURCE + "; Fig 3", measured=max(max(v) for v in phase), bound=PAPER_BOUND,
+                              reason="the paper's threshold for 'small values' (Fig 3 after 500 epochs); chosen from the median value at the onset, before the rest of the series is looked at",
+                              reference="the paper's reported value 0.1")
             continue
         res = trend_test([{int(row["epoch"]): float(row[key]) for row in r["rows"]} for r, _ in tested], [t for _, t in tested])
         ctx.claim_test(cid, claim, SOURCE + "; Fig 3", test=f"one-sided Kendall's tau per seed from its terminal-phase onset, Stouffer-combined over {len(tested)} seeds", statistic=res.statistic,
