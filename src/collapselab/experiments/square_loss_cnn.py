@@ -36,16 +36,17 @@ seed. Claims (Sec 7, Figs 2-4 and 14-15; Theorem 3), each a statistical test ove
   authors' code) penalises it, so the rows keep a common component along the global mean of
   the (non-negative, post-ReLU) features.
 
-Tiers (``--set tier=...``): ``full`` is the paper's protocol on all 12000 images (1000 epochs of
-94 steps, 2 weight decays x 4 inits x 5 seeds = 40 trainings; the small network makes a GPU
-epoch overhead-bound, about 0.5 s (an estimate, not measured here), so about 6 GPU-hours in all). ``middle`` keeps the paper's
-loss, lr, momentum, batch, weight decay 0.01 and constant schedule for 1000 epochs on 250
-images per class with a 1/4-width network ([8, 16, 32] channels), inits 0.01 and 5, 3 seeds
-(4,000 steps = 4 weight-decay time scales; about 0.18 s per epoch on one core, so about 35
-CPU-minutes for the 12 trainings). ``quick`` (``--quick``) trains 64 images for 60
-epochs with batch 16 and weight decay 0.2: at the paper's 0.01 the time scale is 1000 steps, at
-0.2 it is 50, so the quick run's 240 steps span about 5 (the paper's 94,000 span 94) and
-reach zero training error and margin concentration; 3 seeds per (weight decay, init) pair.
+Tiers (``--set tier=...``): ``full`` is the paper's protocol on all 12000 images (1000 epochs
+of 94 steps, 2 weight decays x 4 inits x 5 seeds = 40 trainings; the small network makes a
+GPU epoch overhead-bound, about 0.5 s (an estimate, not measured here), so about 6 GPU-hours
+in all). ``middle`` keeps the paper's loss, lr, momentum, batch, weight decay 0.01 and
+constant schedule for 1000 epochs on 250 images per class with a 1/4-width network ([8, 16,
+32] channels), inits 0.01 and 5, 3 seeds (4,000 steps = 4 weight-decay time scales; about
+0.18 s per epoch on one core, so about 35 CPU-minutes for the 12 trainings). ``quick``
+(``--quick``) trains 64 images for 60 epochs with batch 16 and weight decay 0.2: at the
+paper's 0.01 the time scale is 1000 steps, at 0.2 it is 50, so the quick run's 240 steps span
+about 5 (the paper's 94,000 span 94) and reach zero training error and margin concentration;
+3 seeds per (weight decay, init) pair.
 """
 
 from __future__ import annotations
