@@ -21,7 +21,7 @@ The network is trained from ``n_seeds`` seeds derived from the run's seed. Claim
 - each of the six quantities decreases during the terminal phase, or stays small (the paper
   tracks them "during the terminal phase" and finds they "either decrease or stay in small
   values"): Kendall's tau of each seed's series against the log-spaced epochs from that
-  seed's first zero-error epoch, Stouffer-combined over seeds, one-sided, level 1e-3; a
+  seed's first zero-error epoch, Stouffer-combined over seeds, one-sided, level 1e-2; a
   quantity whose median over seeds at the onset is already below 0.1 (the paper's threshold
   for small) must instead stay below 0.1 through the terminal phase in every seed;
 - the norm variations and cosines (1) and (3) are below 0.1 after 500 epochs (the paper's
@@ -61,7 +61,7 @@ from ._tiers import TieredConfig  # noqa: E402
 __all__ = ["Config", "EXPERIMENT", "run"]
 
 SOURCE = "Ji et al. 2022 (seed 004), Sec 4, Fig 3 and Lemma 3.1"
-LEVEL = 1e-3
+LEVEL = 1e-2
 PAPER_EPOCHS = 500
 PAPER_BOUND = 0.1
 CHECKPOINT_EVERY_S = 30.0
@@ -119,9 +119,9 @@ def _claims(ctx: RunContext, cfg: Config, runs: list[dict[str, Any]]) -> None:
     ctx.claim_at_least("terminal-phase", f"the training error reaches zero in every one of the {n} seeds; measured: seeds that reached it", SOURCE + "; Sec 4", measured=len(tested), bound=n,
                        reason="the over-parametrised VGG-13 interpolates its training set in every seed (the paper's terminal phase); one seed that does not is a failure of the protocol",
                        reference="the training error counted over the whole training set at every epoch (zero errors out of N)")
-    reason = (f"level 1e-3 bounds a false pass; Kendall's tau per seed over the log-spaced epochs from its terminal-phase onset, Stouffer-combined over {len(tested)} seeds: "
+    reason = (f"level 1e-2 bounds a false pass; Kendall's tau per seed over the log-spaced epochs from its terminal-phase onset, Stouffer-combined over {len(tested)} seeds: "
               "a decrease present in every seed gives each tau near -1 (one monotone series of 8 points alone has p = 1/8! = 2.5e-5), so a true claim fails only when "
-              "most seeds stall, which the 10-seed validation sweep of the quick tier never showed")
+              "most seeds stall")
     for key, what in QUANTITIES.items():
         cid, claim, ref = f"{key}-decreases", f"{what} decreases during the terminal phase, or stays below {PAPER_BOUND:g} if it starts there", "Kendall's tau of the quantity against the epoch (no trend = tau 0)"
         if not tested:
