@@ -22,8 +22,8 @@ The network is trained from ``n_seeds`` seeds derived from the run's seed. Claim
   tracks them "during the terminal phase" and finds they "either decrease or stay in small
   values"): Kendall's tau of each seed's series against the log-spaced epochs from that
   seed's first zero-error epoch, Stouffer-combined over seeds, one-sided, level 1e-2; a
-  quantity whose median over seeds at the onset is already below 0.1 (the paper's threshold
-  for small) must instead stay below 0.1 through the terminal phase in every seed;
+  quantity whose median over seeds is already below 0.1 (the paper's threshold for small)
+  when every seed is in the terminal phase must instead keep its median curve below 0.1;
 - the norm variations and cosines (1) and (3) are below 0.1 after 500 epochs (the paper's
   number): checked where the run trains at least 500 epochs, recorded as not applicable with
   the reason otherwise;
@@ -127,11 +127,15 @@ def _claims(ctx: RunContext, cfg: Config, runs: list[dict[str, Any]]) -> None:
         if not tested:
             ctx.claim_not_applicable(cid, claim, SOURCE + "; Fig 3", why="no seed reached the terminal phase (see the terminal-phase claim)", reference=ref)
             continue
-        phase = [[float(row[key]) for row in r["rows"] if int(row["epoch"]) >= t] for r, t in tested]
-        if float(np.median([v[0] for v in phase])) < PAPER_BOUND:
-            # the paper: the quantities "either decrease or stay in small values"; one already small at the onset must stay small
-            ctx.claim_at_most(cid, claim + f" (median at the onset below {PAPER_BOUND:g}: max over seeds and terminal-phase epochs)", SOURCE + "; Fig 3", measured=max(max(v) for v in phase), bound=PAPER_BOUND,
-                              reason="the paper's threshold for 'small values' (Fig 3 after 500 epochs); chosen from the median value at the onset, before the rest of the series is looked at",
+        start = max(t for _, t in tested)  # every tested seed is in its terminal phase from here on
+        common = sorted(set.intersection(*({int(row["epoch"]) for row in r["rows"] if int(row["epoch"]) >= start} for r, _ in tested)))
+        median = [float(np.median([next(float(row[key]) for row in r["rows"] if int(row["epoch"]) == e) for r, _ in tested])) for e in common]
+        if median and median[0] < PAPER_BOUND:
+            # the paper: the quantities "either decrease or stay in small values"; one already small when every seed is in the terminal phase must stay small
+            ctx.claim_at_most(cid, claim + f" (median over seeds below {PAPER_BOUND:g} at epoch {common[0]}: max over the later measured epochs of the median over seeds)", SOURCE + "; Fig 3",
+                              measured=max(median), bound=PAPER_BOUND,
+                              reason=("the paper's threshold for 'small values' (Fig 3 after 500 epochs), applied to the median curve over seeds as the paper shows one typical run; "
+                                      "the branch is chosen from the first value only, before the rest of the series is looked at"),
                               reference="the paper's reported value 0.1")
             continue
         res = trend_test([{int(row["epoch"]): float(row[key]) for row in r["rows"]} for r, _ in tested], [t for _, t in tested])
