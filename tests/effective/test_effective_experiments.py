@@ -71,3 +71,9 @@ def test_constructed_cluster_satisfies_prop_4_2_hypotheses(Q):
         z = forward_pass(state, data.X).zs[0]
         assert ((z <= 0).sum(0) == k).all() and 1 <= k < cfg.points
         assert not bool((z <= 0).all(1).all())
+
+
+def test_default_horizon_is_checked_against_the_other_fields(tmp_path):
+    """A wide cluster raises the bound of s_1 above the default s_end: refused, although s_end was not set."""
+    with pytest.raises(ConfigError, match="s_end"):
+        run_experiment("effective-dynamics", {"spread": 0.45}, out=tmp_path, show_progress=False)
