@@ -26,6 +26,7 @@ from ..core.cost import weighted_l2
 from ..core.data import ClassificationData
 from ..core.errors import AssumptionError, DivergenceError, ParameterError, ShapeError, SingularError
 from ..core.validation import OneOf, check_param
+from ._expm import expm_symmetric
 from ._forward import check_flow_data, forward_pass, sample_weights
 from ._separated import check_cluster_separated
 from ._state import EffectiveState
@@ -170,8 +171,8 @@ class ClusteredSolution:
         return float(torch.linalg.eigvalsh(self.A)[0])
 
     def W(self, s: float) -> torch.Tensor:
-        """``W(s)`` (9.10)."""
-        E = torch.linalg.matrix_exp(-s * self.A)
+        """``W(s)`` (9.10); ``e^{-sA}`` from the eigendecomposition of the symmetric ``A`` (:func:`expm_symmetric`)."""
+        E = expm_symmetric(-s * self.A)
         return self.W0 @ E + self.limit @ (torch.eye(self.A.shape[0], dtype=self.A.dtype, device=self.A.device) - E)
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
