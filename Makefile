@@ -25,7 +25,7 @@ fashion-mnist:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 
 run: $(STAMP) data
-	$(VENV)/bin/collapselab reproduce --quick
+	$(VENV)/bin/collapselab reproduce --quick --jobs 2
 
 # The floating-point tests (marker numerics) run a second time on other kernel paths: ATen's
 # generic (non-SIMD) kernels, MKL's conditional-numerical-reproducibility code path and OpenBLAS's

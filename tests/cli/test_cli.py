@@ -125,3 +125,16 @@ def test_metrics_and_construct_json_on_stdout(tmp_path):
     net = load_network(tmp_path / "net.pt")
     out = net(data.X).detach()
     assert float((out - data.Y[data.labels]).abs().max()) < 1e-10
+
+
+def test_reproduce_jobs_runs_experiments_in_worker_processes(tmp_path):
+    names = ["standard-loss-collapsed", "standard-loss-clustered"]
+    res = invoke("reproduce", "--quick", "--jobs", "2", *[a for n in names for a in ("--only", n)], "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    for n in names:
+        (run,) = (tmp_path / n).iterdir()
+        assert json.loads((run / "config.json").read_text())["threads"] == 1
+        assert read_claims(run) and all(c["verdict"] == "PASS" for c in read_claims(run))
+    assert (tmp_path / "report.html").exists()
+    bad = invoke("reproduce", "--quick", "--jobs", "2", "--threads", "2", "--only", names[0], "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 1 and "drop --threads 2" in bad.output

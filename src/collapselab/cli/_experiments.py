@@ -7,6 +7,7 @@ script can trust its exit status), after writing the report.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import typer
 from ..core.errors import CollapseLabError, ConfigError
 from ..core.store import CONFIG, new_run_id
 from ..experiments import experiments, get_experiment, parse_overrides, run_experiment
-from ..experiments._sweep import SeedRun, parse_seeds, run_sweep
+from ..experiments._sweep import SeedRun, parse_seeds, run_sweep, worker_pool
 from ..report import Collection, Entry, RunSummary, build_report, collect_runs, format_text, summarise
 
 __all__ = ["list_experiments", "run", "reproduce", "report"]
@@ -32,6 +33,7 @@ Threads = Annotated[
 ]
 Seeds = Annotated[str | None, typer.Option("--seeds", help="Run at each of these seeds (integers >= 0: 0-9, 0,3,7 or 0-4,10) into one sweep folder with a per-claim summary.")]
 Jobs = Annotated[int, typer.Option("--jobs", min=1, help="With --seeds: run the seeds in this many processes, one torch thread each.")]
+ReproduceJobs = Annotated[int, typer.Option("--jobs", min=1, help="Run the experiments (with --seeds: each experiment's seeds) in this many processes, one torch thread each.")]
 
 
 def _threads(threads: int | None, quick: bool) -> int | None:
@@ -109,6 +111,26 @@ def _attempt(name: str, *, out: Path, device: str | None, quick: bool, threads: 
         return summarise(path, error=message) if (path / CONFIG).is_file() else RunSummary(name, path, {}, [], "failed", message)
 
 
+def _attempt_all(names: list[str], jobs: int, *, out: Path, device: str | None, quick: bool) -> list[Entry]:
+    """:func:`_attempt` for every experiment in ``jobs`` single-threaded processes; results in ``names`` order.
+
+    A worker that dies (killed, out of memory) is recorded as that experiment's error; the others go on.
+    """
+    done: dict[str, Entry] = {}
+    with worker_pool(min(jobs, len(names))) as pool:
+        futures = {pool.submit(_attempt, n, out=out, device=device, quick=quick, threads=1): n for n in names}
+        for fut in cf.as_completed(futures):
+            n = futures[fut]
+            try:
+                done[n] = fut.result()
+            except Exception as exc:  # the worker process itself died
+                message = f"worker process ended abruptly ({type(exc).__name__}: {exc})"
+                typer.echo(f"error: {n} stopped: {message}", err=True)
+                done[n] = RunSummary(n, Path(out) / n, {}, [], "failed", message)
+            typer.echo(f"[{len(done)}/{len(names)}] {n}{' (quick)' if quick else ''} done", err=True)
+    return [done[n] for n in names]
+
+
 def reproduce(
     quick: Annotated[bool, typer.Option("--quick", help="Run every experiment's quick variant.")] = False,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these experiments (repeatable).")] = None,
@@ -116,7 +138,7 @@ def reproduce(
     device: Device = None,
     threads: Threads = None,
     seeds: Seeds = None,
-    jobs: Jobs = 1,
+    jobs: ReproduceJobs = 1,
 ) -> None:
     """Run all experiments (or --only some), at one seed or a sweep each, then write one HTML report."""
     names = list(only) if only else list(experiments())
@@ -124,8 +146,12 @@ def reproduce(
         get_experiment(n)
     if seeds is not None:
         parse_seeds(seeds)
-    elif jobs != 1:
-        raise ConfigError("--jobs runs the seeds of a sweep in parallel; give --seeds too")
+    elif jobs > 1:
+        if threads not in (None, 1):
+            raise ConfigError(f"--jobs {jobs} runs every experiment in its own single-threaded process; drop --threads {threads} or use --jobs 1")
+        collection = Collection(_attempt_all(names, jobs, out=out, device=device, quick=quick))
+        _finish(collection, report_path=build_report(collection, Path(out) / "report.html"))
+        return
     entries: list[Entry] = []
     for i, n in enumerate(names):
         typer.echo(f"[{i + 1}/{len(names)}] {n}{' (quick)' if quick else ''}", err=True)

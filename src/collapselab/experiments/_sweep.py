@@ -34,7 +34,7 @@ from ..core.verdicts import SWEEP_FILE, SweepSummary, summarise_sweep
 from ._base import Experiment, get_experiment, resolve_config, resolve_device
 from ._runner import execute
 
-__all__ = ["SeedRun", "parse_seeds", "run_sweep", "seed_folder"]
+__all__ = ["SeedRun", "parse_seeds", "run_sweep", "seed_folder", "worker_pool"]
 
 MAX_SEEDS = 10_000
 
@@ -88,6 +88,11 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def worker_pool(jobs: int) -> cf.ProcessPoolExecutor:
+    """``jobs`` spawned worker processes (CUDA and OpenMP start clean) of one torch thread each."""
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+
+
 def run_sweep(
     name: str | Experiment,
     overrides: Mapping[str, Any] | None,
@@ -137,8 +142,7 @@ def run_sweep(
         for a in args:
             record(_one_seed(*a))
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx, initializer=_worker_init) as pool:
+        with worker_pool(min(jobs, len(seeds))) as pool:
             futures = {pool.submit(_one_seed, *a): a for a in args}
             for fut in cf.as_completed(futures):
                 a = futures[fut]
