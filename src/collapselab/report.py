@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import MissingFileError
-from .core.store import CONFIG, atomic_write_text, read_metrics, storage_errors
+from .core.store import CONFIG, atomic_write_text, storage_errors
 from .core.verdicts import SWEEP_FILE, RunSummary, SweepSummary, summarise, summarise_sweep
 
 __all__ = ["Collection", "RunSummary", "SweepSummary", "build_report", "collect_runs", "format_text", "summarise", "train_state"]
@@ -69,19 +69,11 @@ class Collection:
 
 
 def train_state(run: RunSummary) -> str:
-    """FINISHED, INCOMPLETE or ERROR for a ``collapselab train`` run folder.
-
-    Without status.json the run is FINISHED when metrics.csv holds one row per recorded epoch.
-    """
+    """FINISHED, INCOMPLETE or ERROR for a ``collapselab train`` run folder, from its status.json
+    (absent or still ``running``: INCOMPLETE, as for experiment runs)."""
     if run.error is not None or run.status in ("failed", "unreadable"):
         return "ERROR"
-    if run.status in ("finished", "running"):
-        return "FINISHED" if run.status == "finished" else "INCOMPLETE"
-    try:
-        rows = len(read_metrics(run.path)) if (run.path / "metrics.csv").exists() else 0
-    except Exception:  # noqa: BLE001 - a damaged file reads as an incomplete run, shown
-        return "INCOMPLETE"
-    return "FINISHED" if rows >= int(run.config.get("config", {}).get("epochs", -1)) >= 0 else "INCOMPLETE"
+    return "FINISHED" if run.status == "finished" else "INCOMPLETE"
 
 
 def _order(path: Path) -> tuple[str, str]:

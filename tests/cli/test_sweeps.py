@@ -119,6 +119,7 @@ def test_report_shows_every_run_and_counts_incomplete_ones(tmp_path, tiny):
     ancient = RunFolder.create(tmp_path, "tiny", {"steps": 3})  # no status.json at all
     train = RunFolder.create(tmp_path, "train", {"epochs": 2})
     train.log_metrics({"epoch": 1})
+    train.write_status("running")
     col = collect_runs(tmp_path)
     assert [e.verdict for e in col.entries] == ["PASS", "ERROR", "INCOMPLETE", "INCOMPLETE"]
     assert len(col.train) == 1 and len(col.problems) == 4
@@ -129,7 +130,8 @@ def test_report_shows_every_run_and_counts_incomplete_ones(tmp_path, tiny):
     assert res.exit_code == 1 and "error: 4 not passed" in res.output
     html = (tmp_path / "report.html").read_text()
     assert html.count("class='INCOMPLETE'") >= 3 and "Training runs" in html and "crash at seed 0" in html
-    train.log_metrics({"epoch": 2})  # finished by its metrics: one row per recorded epoch
+    train.log_metrics({"epoch": 2})
+    train.write_status("finished")
     for e in col.entries[1:]:  # with the failed and incomplete runs gone, the report passes
         shutil.rmtree(e.path)
     res = invoke("report", str(tmp_path))

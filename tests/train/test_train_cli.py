@@ -225,8 +225,17 @@ def test_resume_with_metrics_rows_lost_is_refused(npz, tmp_path):
     metrics = folder / "metrics.csv"
     full = metrics.read_text()
     lines = full.splitlines(keepends=True)
-    for cut, lost in ((full[:-7], "the row(s) of epoch 4 are lost"), ("".join(lines[:3]) + lines[3][:10], "the row(s) of epochs 3 to 4 are lost")):
+    for cut, lost in ((full[:-7], "holds 3 complete rows but"), ("".join(lines[:3]) + lines[3][:10], "holds 2 complete rows but")):
         metrics.write_text(cut)  # cut mid-row, after the checkpoint of epoch 4 was written
         res = invoke("--resume", folder)
         assert res.exit_code == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.output
-        assert res.stderr.startswith(f"error: --resume {folder}: metrics.csv holds") and lost in res.stderr
+        assert res.stderr.startswith(f"error: {folder / 'metrics.csv'} holds") and lost in res.stderr and "rows were lost" in res.stderr
+
+
+def test_train_run_records_its_status(tmp_path):
+    from collapselab.core.store import RunFolder
+
+    res = runner.invoke(app, ["train", "iris", "--epochs", "2", "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    (run,) = (tmp_path / "train").iterdir()
+    assert RunFolder.open(run).status["status"] == "finished"

@@ -16,7 +16,6 @@ top-level app prints ``error: ...`` and exits 1.
 
 from __future__ import annotations
 
-import csv
 import inspect
 import json
 import logging
@@ -32,7 +31,7 @@ import torch
 import typer
 
 from ..core.data import LOADERS, ClassificationData, load_dataset, select_classes
-from ..core.errors import ConfigError, DataFileError, ParameterError
+from ..core.errors import ConfigError, ParameterError
 from ..core.runtime import resolve_device
 from ..core.store import RunFolder, new_run_id, read_metrics
 from ..core.validation import Interval, OneOf, check_param
@@ -295,48 +294,19 @@ def _run(opts: dict[str, Any], folder: RunFolder | None, *, out: Path, device: t
         log.info("training %s on %s into %s (%s, world size %d, %d threads)", opts["model"], opts["data"], folder.path, device, world, torch.get_num_threads())
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint)
-            _check_rows(folder, trainer.epoch)
         if resumed:
             note = f"resuming {folder.path} after epoch {trainer.epoch} of {config.epochs}" if checkpoint is not None else f"no checkpoint in {folder.path}: starting again from epoch 0"
             log.info(note)
             typer.echo(note, err=True)
-        bar = progress(trainer.iterate(), desc=RUN_NAME, total=config.epochs - trainer.epoch)
-        trainer.on_step = _step_display(bar)
-        post: dict[str, str] = {}
-        for record in bar:
-            post.update(record.postfix())  # nc1 stays the latest measured value
-            bar.set_postfix(**post)
-        _save_figure(folder, f"{opts['model']} on {opts['data']}")
+        with folder.running(RUN_NAME):
+            bar = progress(trainer.iterate(), desc=RUN_NAME, total=config.epochs - trainer.epoch)
+            trainer.on_step = _step_display(bar)
+            post: dict[str, str] = {}
+            for record in bar:
+                post.update(record.postfix())  # nc1 stays the latest measured value
+                bar.set_postfix(**post)
+            _save_figure(folder, f"{opts['model']} on {opts['data']}")
         return _summary(folder.path)
-
-
-def _complete_rows(folder: RunFolder) -> int:
-    """Data rows of metrics.csv written in full: every column present and the line ended."""
-    path = folder.path / "metrics.csv"
-    if not path.exists():
-        return 0
-    lines = path.read_text().splitlines(keepends=True)
-    if not lines:
-        return 0
-    width = len(next(csv.reader([lines[0]])))
-    count = 0
-    for line in lines[1:]:
-        if not line.endswith("\n") or len(next(csv.reader([line]), [])) != width:
-            break
-        count += 1
-    return count
-
-
-def _check_rows(folder: RunFolder, epoch: int) -> None:
-    """A resumed run continues after its checkpoint's epoch: metrics.csv must hold that many rows
-    in full, or rows are lost (a damaged or cut file) and the run cannot be completed as recorded."""
-    rows = _complete_rows(folder)
-    if rows < epoch:
-        lost = f"epoch {epoch}" if rows + 1 == epoch else f"epochs {rows + 1} to {epoch}"
-        raise DataFileError(
-            f"--resume {folder.path}: metrics.csv holds {rows} complete row(s) but the checkpoint is after epoch {epoch}, so the row(s) of "
-            f"{lost} are lost; start a new run (or delete checkpoint.pt to train this one again from epoch 0)"
-        )
 
 
 def _step_display(bar: Any, every: float = 0.5) -> Callable[[int, int], None]:
@@ -369,5 +339,5 @@ def _save_figure(folder: RunFolder, title: str) -> None:
     from ..collapse.plots import plot_metrics
 
     fig = plot_metrics([row["epoch"] for row in measured], measured, title=title)
-    fig.savefig(folder.figures / "collapse.png", dpi=110, bbox_inches="tight")
+    folder.save_figure(fig, "collapse.png")
     plt.close(fig)

@@ -31,6 +31,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 from collections.abc import Iterator
@@ -42,7 +43,9 @@ import torch
 
 from ._files import atomic_torch_save, atomic_write_bytes, atomic_write_text, storage_errors
 from .claims import Claim, jsonable as _jsonable
-from .errors import ConfigError, DataFileError, MissingFileError, StorageError
+from .errors import CollapseLabError, ConfigError, DataFileError, MissingFileError, StorageError
+
+_log = logging.getLogger("collapselab.store")
 
 __all__ = [
     "Claim", "RunFolder", "STATUSES", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "new_run_id", "read_claims", "read_metrics",
@@ -192,6 +195,26 @@ class RunFolder:
             doc["error"] = error
         with self._writing(self.path / STATUS):
             atomic_write_text(self.path / STATUS, json.dumps(doc, indent=2) + "\n")
+
+    @contextmanager
+    def running(self, what: str) -> Iterator[None]:
+        """Inside: status ``running``; on leaving, ``finished``, or ``failed`` with the error (then re-raised).
+
+        A KeyboardInterrupt is recorded as ``interrupted``. When the disk that stopped the run
+        refuses the status too, the run reads as incomplete (status still ``running``).
+        """
+        self.write_status("running")
+        try:
+            yield
+        except BaseException as exc:
+            message = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            _log.error("%s stopped: %s", what, message, exc_info=not isinstance(exc, (CollapseLabError, KeyboardInterrupt)))
+            try:
+                self.write_status("failed", error=message)
+            except OSError:
+                pass
+            raise
+        self.write_status("finished")
 
     @property
     def status(self) -> dict[str, Any] | None:

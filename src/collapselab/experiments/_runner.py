@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from ..core.errors import CollapseLabError, ConfigError, DataFileError, ParameterError
+from ..core.errors import ConfigError, DataFileError, ParameterError
 from ..core.store import RunFolder
 from ._base import Experiment, ExperimentConfig, RunContext, RunResult, folder_logging, get_experiment, resolve_config, resolve_device, torch_threads
 
@@ -110,18 +110,7 @@ def execute(
             else:
                 dropped = f"; dropped {folder.dropped_rows} metrics row(s) logged after it" if folder.dropped_rows else ""
                 log.info("resumed %s from its checkpoint at metrics row %d%s", folder.path, folder.resumed_at, dropped)
-        folder.write_status("running")
         log.info("running %s into %s (quick=%s, device=%s, threads=%d)", exp.name, folder.path, quick, dev, torch.get_num_threads())
-        try:
-            ctx = RunContext(exp, config, folder, dev, quick, checkpoint, show_progress)
-            exp.run(ctx)
-        except BaseException as exc:
-            message = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-            log.error("%s stopped: %s", exp.name, message, exc_info=not isinstance(exc, (CollapseLabError, KeyboardInterrupt)))
-            try:
-                folder.write_status("failed", error=message)
-            except OSError:  # the disk that stopped the run may refuse this too; the run then reads as incomplete
-                pass
-            raise
-        folder.write_status("finished")
+        with folder.running(exp.name):
+            exp.run(RunContext(exp, config, folder, dev, quick, checkpoint, show_progress))
     return RunResult(exp.name, folder.path, folder.claims)
