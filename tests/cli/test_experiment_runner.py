@@ -150,3 +150,21 @@ def test_seed_and_device_are_validated():
         with pytest.raises(ParameterError, match="--device"):
             _base.resolve_device(bad)
     assert _base.resolve_device(None) == torch.device("cpu")
+
+
+def test_a_check_across_fields_names_the_configuration(monkeypatch):
+    from pydantic import model_validator
+
+    class Pair(_base.ExperimentConfig):
+        lo: float = 0.0
+        hi: float = 1.0
+
+        @model_validator(mode="after")
+        def ordered(self):
+            if self.lo >= self.hi:
+                raise ValueError("lo must be below hi")
+            return self
+
+    exp = Experiment("pair", "pairs", "test", Pair, lambda ctx: None)
+    with pytest.raises(ConfigError, match=r"pair: invalid configuration: Value error, lo must be below hi"):
+        _base.resolve_config(exp, {"lo": 2.0}, quick=False)

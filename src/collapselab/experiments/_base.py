@@ -250,6 +250,8 @@ def resolve_config(exp: Experiment, overrides: Mapping[str, Any], quick: bool) -
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
+        if not loc:  # a check across several fields (a model validator): the message names them
+            raise ConfigError(f"{exp.name}: invalid configuration: {err['msg']}") from None
         raise ConfigError(f"{exp.name}: invalid value for {loc!r}: {err['msg']} (got {err.get('input')!r})") from None
 
 
