@@ -24,7 +24,7 @@ from ..core.errors import ConfigError, DataFileError, ParameterError
 from ..core.store import RunFolder
 from ._base import Experiment, ExperimentConfig, RunContext, RunResult, folder_logging, get_experiment, resolve_config, resolve_device, torch_threads
 
-__all__ = ["execute", "notice", "run_experiment"]
+__all__ = ["notice", "run_experiment"]
 
 log = logging.getLogger("collapselab.experiments")
 
@@ -33,28 +33,6 @@ def notice(message: str) -> None:
     """A warning the user must see: in log.txt (when inside :func:`folder_logging`) and on stderr."""
     log.warning(message)
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def run_experiment(
-    name: str,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    out: Path | str = "runs",
-    device: str | torch.device | None = None,
-    quick: bool = False,
-    resume: Path | str | None = None,
-    show_progress: bool | None = None,
-    threads: int | None = None,
-    run_id: str | None = None,
-) -> RunResult:
-    """Run one experiment into a fresh run folder (or continue ``resume``) and return its claims.
-
-    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards); ``None``
-    keeps the current setting (on ``--resume``: the recorded one). Results are
-    bit-reproducible for a fixed thread count. ``run_id`` names the folder below
-    ``out/NAME`` (default: a UTC timestamp).
-    """
-    return execute(get_experiment(name), overrides, out=out, device=device, quick=quick, resume=resume, show_progress=show_progress, threads=threads, run_id=run_id)
 
 
 def _reopen(exp: Experiment, resume: Path, overrides: Mapping[str, Any] | None, quick: bool, device: str | torch.device | None, threads: int | None) -> tuple[RunFolder, ExperimentConfig, bool, torch.device, int | None]:
@@ -79,8 +57,8 @@ def _reopen(exp: Experiment, resume: Path, overrides: Mapping[str, Any] | None, 
     return folder, config, bool(doc.get("quick", False)), resolve_device(recorded_device), threads if recorded_threads is None else int(recorded_threads)
 
 
-def execute(
-    exp: Experiment,
+def run_experiment(
+    name: str | Experiment,
     overrides: Mapping[str, Any] | None = None,
     *,
     out: Path | str = "runs",
@@ -91,7 +69,15 @@ def execute(
     threads: int | None = None,
     run_id: str | None = None,
 ) -> RunResult:
-    """:func:`run_experiment` of a given :class:`Experiment` (also one not in the registry: sweeps' worker processes)."""
+    """Run one experiment (a registered name, or an :class:`Experiment` itself, as sweeps' worker
+    processes pass it) into a fresh run folder (or continue ``resume``) and return its claims.
+
+    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards); ``None``
+    keeps the current setting (on ``--resume``: the recorded one). Results are
+    bit-reproducible for a fixed thread count. ``run_id`` names the folder below
+    ``out/NAME`` (default: a UTC timestamp).
+    """
+    exp = name if isinstance(name, Experiment) else get_experiment(name)
     if threads is not None and threads < 1:
         raise ParameterError(f"run_experiment: threads must be >= 1, got {threads}")
     if resume is not None:

@@ -32,7 +32,7 @@ from ..core.errors import ConfigError, ParameterError
 from ..core.store import atomic_write_text, new_run_id, storage_errors
 from ..core.verdicts import SWEEP_FILE, SweepSummary, summarise_sweep
 from ._base import Experiment, get_experiment, resolve_config, resolve_device
-from ._runner import execute
+from ._runner import run_experiment
 
 __all__ = ["SeedRun", "parse_seeds", "run_sweep", "seed_folder", "worker_pool"]
 
@@ -78,7 +78,7 @@ def _one_seed(exp: Experiment, overrides: dict[str, Any], seed: int, out: str, d
     """Run one seed; never raises (the sweep records the error and goes on)."""
     path = Path(out) / exp.name / run_id
     try:
-        execute(exp, {**overrides, "seed": seed}, out=out, device=device, quick=quick, threads=threads, run_id=run_id, show_progress=False)
+        run_experiment(exp, {**overrides, "seed": seed}, out=out, device=device, quick=quick, threads=threads, run_id=run_id, show_progress=False)
         return SeedRun(seed, path, None)
     except Exception as exc:  # one seed's failure must not lose the others
         return SeedRun(seed, path, f"{type(exc).__name__}: {exc}")
