@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .core.claims import format_expected, format_measured, format_value
 from .core.errors import MissingFileError
 from .core.store import CONFIG, atomic_write_text, storage_errors
 from .core.verdicts import SWEEP_FILE, RunSummary, SweepSummary, summarise, summarise_sweep
@@ -100,14 +101,6 @@ def collect_runs(root: Path) -> Collection:
     return Collection(entries, sorted(train, key=lambda r: _order(r.path)))
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, dict)):
-        return json.dumps(v)
-    return str(v)
 
 
 def _verdict(claim: dict[str, Any]) -> str:
@@ -126,20 +119,20 @@ def _sweep_rows(s: SweepSummary) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [("claim", "passed", "N/A", "missing", "values", "min", "median", "max")]
     for c in s.claims:
         of = "p-value" if c["values"] == "p_value" else "measured"
-        rows.append((c["id"], f"{c['passed']}/{len(s.runs)}", str(c["not_applicable"]), str(c["missing"]), of, _fmt(c["min"]), _fmt(c["median"]), _fmt(c["max"])))
+        rows.append((c["id"], f"{c['passed']}/{len(s.runs)}", str(c["not_applicable"]), str(c["missing"]), of, format_value(c["min"]), format_value(c["median"]), format_value(c["max"])))
     return rows
 
 
 def format_text(collection: Collection) -> str:
     """The terminal table: one line per claim of single runs, a pass-rate table per sweep, training runs, headline."""
     lines: list[str] = []
-    rows: list[Sequence[str]] = [("experiment", "id", "verdict", "measured", "expected", "tolerance")]
+    rows: list[Sequence[str]] = [("experiment", "id", "verdict", "measured", "expected")]
     singles = [e for e in collection.entries if isinstance(e, RunSummary)]
     for r in singles:
         if r.verdict != "PASS":
-            rows.append((r.experiment, "-", r.verdict, "-", "-", "-"))
+            rows.append((r.experiment, "-", r.verdict, "-", "-"))
         for c in r.claims:
-            rows.append((r.experiment, str(c.get("id")), _verdict(c), _fmt(c.get("measured")), _fmt(c.get("expected")), _fmt(c.get("tolerance"))))
+            rows.append((r.experiment, str(c.get("id")), _verdict(c), format_measured(c), format_expected(c)))
     if len(rows) > 1:
         lines += _table(rows)
     lines += [f"{r.experiment} {r.verdict} ({r.path}): {r.detail}" for r in singles if r.verdict != "PASS"]
@@ -177,9 +170,10 @@ def _run_html(r: RunSummary) -> list[str]:
     parts = [f"<p class='{r.verdict}'>{r.verdict} {_e(r.detail)}</p>"] if r.verdict != "PASS" else []
     cfg = r.config.get("config", {})
     parts.append("<p>Configuration: <code>" + _e(json.dumps(cfg, sort_keys=True)) + f"</code> (quick={_e(str(r.config.get('quick')))})</p>")
-    parts.append("<table><tr><th>id</th><th>claim</th><th>source</th><th>reference</th><th>expected</th><th>measured</th><th>tolerance</th><th>why this tolerance</th><th>verdict</th></tr>")
+    parts.append("<table><tr><th>id</th><th>claim</th><th>source</th><th>reference</th><th>expected</th><th>measured</th><th>why this tolerance</th><th>verdict</th></tr>")
     for c in r.claims:
-        cells = "".join(f"<td>{_e(_fmt(c.get(k)))}</td>" for k in ("id", "claim", "source", "reference", "expected", "measured", "tolerance", "tolerance_reason"))
+        values = (c.get("id"), c.get("claim"), c.get("source"), c.get("reference"), format_expected(c), format_measured(c), c.get("tolerance_reason"))
+        cells = "".join(f"<td>{_e(format_value(v))}</td>" for v in values)
         parts.append(f"<tr>{cells}<td class='{_verdict(c).replace('/', '')}'>{_verdict(c)}</td></tr>")
     parts.append("</table>")
     parts += [f"<img alt='{_e(n)}' title='{_e(n)}' src='data:image/png;base64,{d}'>" for n, d in _figures(r.path)]

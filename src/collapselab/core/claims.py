@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import DataFileError, ParameterError
 
-__all__ = ["COMPARATORS", "Claim", "verdict_at_least", "verdict_at_most", "verdict_close", "verdict_test"]
+__all__ = ["COMPARATORS", "Claim", "format_expected", "format_measured", "format_value", "verdict_at_least", "verdict_at_most", "verdict_close", "verdict_test"]
 
 COMPARATORS = ("close", "at_most", "at_least", "true", "test", "not_applicable")
 
@@ -121,3 +121,43 @@ def verdict_test(p_value: float, level: float) -> bool:
     if not 0.0 < level < 1.0:
         raise ParameterError(f"a test's level must lie in (0, 1), got {level}")
     return _finite(p_value) and p_value <= level
+
+
+def format_value(v: Any) -> str:
+    """A measured or expected value for people: numbers to 4 significant digits, dicts as
+    ``name=value`` pairs, lists element-wise; one rendering for the terminal and the report."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={format_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    return str(v)
+
+
+def format_expected(doc: dict[str, Any]) -> str:
+    """What a claim (as in claims.json) expects, with its comparator: ``<= 1e-12``, ``0.5 ± 1e-3``, ``p <= 0.001``."""
+    comparator, expected, tol = doc.get("comparator"), doc.get("expected"), doc.get("tolerance") or {}
+    if comparator == "close":
+        kind, t = next(iter(tol.items())) if tol else ("absolute", 0.0)
+        return f"{format_value(expected)} ± {format_value(t)}" + (" (relative)" if kind == "relative" else "")
+    if comparator in ("at_most", "at_least"):
+        return f"{'<=' if comparator == 'at_most' else '>='} {format_value(expected)}"
+    if comparator == "test":
+        return f"p <= {format_value(tol.get('level'))}"
+    if comparator == "not_applicable":
+        return "n/a"
+    return format_value(expected)
+
+
+def format_measured(doc: dict[str, Any]) -> str:
+    """What a claim (as in claims.json) measured; a test shows its p-value and statistic first."""
+    m = doc.get("measured")
+    if doc.get("comparator") == "test" and isinstance(m, dict):
+        rest = {k: v for k, v in m.items() if k not in ("test", "p_value", "statistic")}
+        return f"p={format_value(m.get('p_value'))}, statistic={format_value(m.get('statistic'))}" + (f", {format_value(rest)}" if rest else "")
+    return format_value(m)
