@@ -76,7 +76,7 @@ QUANTITIES = {
     "ulpm_self_duality": "distance of normalised classifier and centred means",
 }
 QUICK_UNSUPPORTED = {
-    key: ("at the quick scale (60 images, a 1/16-width VGG-13, 100 epochs, 3 seeds) this quantity's decrease after the terminal-phase onset is too weak or too "
+    f"{key}-decreases": ("at the quick scale (60 images, a 1/16-width VGG-13, 100 epochs, 3 seeds) this quantity's decrease after the terminal-phase onset is too weak or too "
           f"short for level 1e-3: in a sweep of seeds 0-9 its Stouffer p-value exceeded 1e-3 at {n} seeds")
     for key, n in (("nc2_equinorm_means", 6), ("nc2_equiangular_means", 2), ("ulpm_within_class_variation", 3), ("ulpm_self_duality", 4))
 }
