@@ -28,6 +28,8 @@ CPU-minutes for the 4 trainings, extrapolated from 3-epoch runs). ``quick`` (``-
 per class for 60 epochs with batch 20 and weight decay 0.05: the weight-decay time scale
 ``(1 - momentum)/(lr wd)`` is 4000 steps at PHD's 5e-4, longer than the whole quick run (300
 steps); 0.05 makes it 40 steps, so the run spans 7.5 time scales (PHD's 164,000 steps span 41).
+With the MSE loss the quick tier does not test the NC2 trend (``QUICK_UNSUPPORTED``: too weak
+for level 1e-3 at every seed) and records it as not applicable with the reason.
 """
 
 from __future__ import annotations
