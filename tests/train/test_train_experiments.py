@@ -35,6 +35,7 @@ def test_quick_experiment_claims_pass_at_other_seeds(name, seed, tmp_path):
     assert (result.path / "checkpoint.pt").exists() and (result.path / "metrics.csv").exists()
 
 
+@pytest.mark.parametrize("name", TRAINING)
 def test_tiers_resolve_and_explicit_values_win(name):
     exp = get_experiment(name)
     quick = resolve_config(exp, {}, quick=True)
