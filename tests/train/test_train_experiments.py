@@ -78,3 +78,21 @@ def test_equivalence_and_seeds():
     assert equivalence_test([1.0, 1.2, 0.9, 1.1], 0.5)[1] > 0.5  # clearly outside the margin
     assert derived_seeds(3, 4) == derived_seeds(3, 4) and len(set(derived_seeds(3, 4))) == 4
     assert derived_seeds(3, 4) != derived_seeds(4, 4)
+
+
+def test_quick_not_applicable_only_for_listed_claims_in_the_quick_tier():
+    from collapselab.experiments._tiers import quick_not_applicable
+
+    recorded = []
+
+    class Ctx:
+        def claim_not_applicable(self, cid, claim, source, *, why, reference):
+            recorded.append((cid, why))
+
+    exp = get_experiment("square-loss-cnn")
+    quick, middle = resolve_config(exp, {}, quick=True), resolve_config(exp, {"tier": "middle"}, quick=False)
+    listed = {"a": "too weak at this scale"}
+    assert quick_not_applicable(Ctx(), quick, listed, "a", "claim", "src", "ref")
+    assert not quick_not_applicable(Ctx(), quick, listed, "b", "claim", "src", "ref")
+    assert not quick_not_applicable(Ctx(), middle, listed, "a", "claim", "src", "ref")
+    assert recorded == [("a", "not tested in the quick tier (tested in the middle and full tiers): too weak at this scale")]
