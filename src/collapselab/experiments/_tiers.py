@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from ._base import ExperimentConfig
 
-__all__ = ["TieredConfig"]
+__all__ = ["TieredConfig", "quick_not_applicable"]
 
 
 class TieredConfig(ExperimentConfig):
@@ -37,3 +37,16 @@ class TieredConfig(ExperimentConfig):
             preset = cls.TIERS.get(str(data.get("tier", "full")), {})
             return {**preset, **data}
         return data
+
+
+def quick_not_applicable(ctx: Any, cfg: TieredConfig, unsupported: Mapping[str, str], cid: str, claim: str, source: str, reference: str) -> bool:
+    """Record claim ``cid`` as not applicable when the quick tier is too small to test it.
+
+    unsupported: ``{claim id: why}``, the claims the experiment does not test in the quick
+    tier (they stay tested in the middle and full tiers). Returns True when the claim was
+    recorded, so the caller skips its test.
+    """
+    if cfg.tier != "quick" or cid not in unsupported:
+        return False
+    ctx.claim_not_applicable(cid, claim, source, why=f"not tested in the quick tier (tested in the middle and full tiers): {unsupported[cid]}", reference=reference)
+    return True

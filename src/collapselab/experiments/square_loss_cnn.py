@@ -46,8 +46,10 @@ constant schedule for 1000 epochs on 128 images per class with a 1/4-width netwo
 3-epoch runs). ``quick``
 (``--quick``) trains 64 images for 60 epochs with batch 16 and weight decay 0.2: at the
 paper's 0.01 the time scale is 1000 steps, at 0.2 it is 50, so the quick run's 240 steps span
-about 5 (the paper's 94,000 span 94) and reach zero training error and margin concentration;
-3 seeds per (weight decay, init) pair.
+about 5 (the paper's 94,000 span 94) and reach zero training error; 3 seeds per (weight
+decay, init) pair. At this scale the decrease of rho from init 5 and the concentration of the
+margins are too weak for level 1e-3 at every seed (``QUICK_UNSUPPORTED``), so the quick tier
+records them as not applicable with the reason; the middle and full tiers test them.
 """
 
 from __future__ import annotations
@@ -69,20 +71,28 @@ from ..train import Series, TrainConfig, Trainer  # noqa: E402
 from ..train.protocols import BinaryImages, binary_fashion_mnist, bn_settled_epoch, normalised_margins, seed002_model  # noqa: E402
 from ._base import Experiment, RunContext  # noqa: E402
 from ._stats import derived_seeds, equivalence_test, trend_test  # noqa: E402
-from ._tiers import TieredConfig  # noqa: E402
+from ._tiers import TieredConfig, quick_not_applicable  # noqa: E402
 
 __all__ = ["Config", "EXPERIMENT", "run", "margin_metrics", "wd_time_scales"]
 
 SOURCE = "Rangamani et al. 2022 (seed 002), Sec 7, Figs 2-4, 6, 14-15"
-LEVEL = 1e-2
-EQUIVALENCE_LEVEL = 1e-2
+LEVEL = 1e-3
+EQUIVALENCE_LEVEL = 1e-3
 MIN_TIME_SCALES = 50.0
 CHECKPOINT_EVERY_S = 30.0
 TREND_REASON = (
-    "level 1e-2 bounds a false pass; Kendall's tau per run over its log-spaced epochs, Stouffer-combined over {n} runs: a trend present in every seed "
+    "level 1e-3 bounds a false pass; Kendall's tau per run over its log-spaced epochs, Stouffer-combined over {n} runs: a trend present in every seed "
     "gives each run tau near 1 in absolute value (one monotone series of 8 points alone has p = 1/8! = 2.5e-5), so a true claim fails only when most runs "
     "stall"
 )
+
+QUICK_SCALE = "64 images, batch 16: rho and the eval-mode margins divide by BN running statistics of 16-image batches"
+QUICK_UNSUPPORTED = {
+    "rho-shrinks-large-init": (f"at the quick scale ({QUICK_SCALE}) the decrease of rho from init 5 over 3 seeds is too weak for level 1e-3: in a sweep of seeds 0-9 "
+                               "its Stouffer p-value exceeded 1e-3 at 3 seeds (up to 0.08)"),
+    "margins-concentrate-wd": (f"at the quick scale ({QUICK_SCALE}) the concentration of the margins within 60 epochs is too weak for level 1e-3: in a sweep of "
+                               "seeds 0-9 its Stouffer p-value reached 1e-3 to 2.4e-3 at 2 seeds"),
+}
 
 PositiveInt = Annotated[int, Field(ge=1, le=1024)]
 InitScale = Annotated[float, Field(gt=0, le=100)]
@@ -164,7 +174,9 @@ def _measured(run: dict[str, Any], key: str) -> dict[int, float]:
     return {int(r["epoch"]): float(r[key]) for r in run["rows"] if "nc1" in r}
 
 
-def _trend_claim(ctx: RunContext, id: str, claim: str, source: str, runs: list[dict[str, Any]], key: str, starts: list[int], *, decreasing: bool, reference: str) -> None:
+def _trend_claim(ctx: RunContext, cfg: Config, id: str, claim: str, source: str, runs: list[dict[str, Any]], key: str, starts: list[int], *, decreasing: bool, reference: str) -> None:
+    if quick_not_applicable(ctx, cfg, QUICK_UNSUPPORTED, id, claim, source, reference):
+        return
     res = trend_test([_measured(r, key) for r in runs], starts, decreasing=decreasing)
     ctx.claim_test(id, claim, source, test=f"one-sided Kendall's tau per run, Stouffer-combined over {len(res.taus)} runs", statistic=res.statistic, p_value=res.p_value, level=LEVEL,
                    measured=res.summary(), reason=TREND_REASON.format(n=len(res.taus)), reference=reference)
@@ -176,8 +188,8 @@ def _rho_claims(ctx: RunContext, cfg: Config, runs: Runs, start: int, steps: int
     grow, shrink = "without weight decay rho grows from the smallest init", "without weight decay rho shrinks from the largest init"
     if 0.0 in cfg.weight_decays:
         n = cfg.n_seeds
-        _trend_claim(ctx, "rho-grows-small-init", f"{grow} ({small:g}), epochs {start}-{cfg.epochs}", SOURCE + "; Fig 2 bottom left", runs[(0.0, small)], "rho", [start] * n, decreasing=False, reference=ref)
-        _trend_claim(ctx, "rho-shrinks-large-init", f"{shrink} ({large:g}), epochs {start}-{cfg.epochs}", SOURCE + "; Fig 2 bottom right", runs[(0.0, large)], "rho", [start] * n, decreasing=True, reference=ref)
+        _trend_claim(ctx, cfg, "rho-grows-small-init", f"{grow} ({small:g}), epochs {start}-{cfg.epochs}", SOURCE + "; Fig 2 bottom left", runs[(0.0, small)], "rho", [start] * n, decreasing=False, reference=ref)
+        _trend_claim(ctx, cfg, "rho-shrinks-large-init", f"{shrink} ({large:g}), epochs {start}-{cfg.epochs}", SOURCE + "; Fig 2 bottom right", runs[(0.0, large)], "rho", [start] * n, decreasing=True, reference=ref)
     else:
         for cid, what in (("rho-grows-small-init", grow), ("rho-shrinks-large-init", shrink)):
             ctx.claim_not_applicable(cid, what, SOURCE + "; Fig 2", why="weight_decays has no 0 (no run without weight decay)", reference=ref)
@@ -195,7 +207,7 @@ def _rho_claims(ctx: RunContext, cfg: Config, runs: Runs, start: int, steps: int
         "rho-init-independent-wd", claim, SOURCE + "; Fig 2 top row, Fig 14", test=f"TOST (two one-sided t-tests) over {len(d)} seeds, margin log 2", statistic=mean, p_value=p, level=EQUIVALENCE_LEVEL,
         measured={"mean_log_ratio": mean, "max_abs_log_ratio": float(np.max(np.abs(d))), "time_scales": scales},
         reason=(f"'nearly independent' read as within a factor 2 (Fig 14: rho from inits 0.01, 1 and 5 end 'mostly similar', while without weight decay they differ "
-                f"by a factor ~20 here); level 1e-2 bounds a false pass; after {scales:.0f} time scales the init's memory is below e^-10, so the per-seed log ratios "
+                f"by a factor ~20 here); level 1e-3 bounds a false pass; after {scales:.0f} time scales the init's memory is below e^-10, so the per-seed log ratios "
                 "scatter around 0 by the seed noise only and the t-test clears the margin"),
         reference=ref,
     )
@@ -216,7 +228,7 @@ def _collapse_claims(ctx: RunContext, cfg: Config, runs: Runs) -> None:
             why = "no run with weight decay" if wd == 0.0 else f"only {len(tested)} of {len(pooled)} runs reached zero training error (quasi-interpolation, the theorem's hypothesis)"
             ctx.claim_not_applicable(cid, claim, src, why=why, reference=ref)
             continue
-        _trend_claim(ctx, cid, claim, src + ("; Fig 3-4" if key == "margin_cv" else "; Fig 6"), tested, key, [int(r["terminal_epoch"]) for r in tested], decreasing=True, reference=ref)
+        _trend_claim(ctx, cfg, cid, claim, src + ("; Fig 3-4" if key == "margin_cv" else "; Fig 6"), tested, key, [int(r["terminal_epoch"]) for r in tested], decreasing=True, reference=ref)
     ctx.claim_not_applicable("nc2-means", "NC2 of the centred class means (equinorm, equiangular)", src + "; Fig 6", why="with two classes the centred means are +-v by construction (global mean = mean of the two class means): exact at every epoch, nothing to test",
                              reference="the simplex ETF of two points")
     ctx.claim_not_applicable("nc2-classifier", "NC2 of the classifier rows: equinorm and antipodal (cos(w_0, w_1) = -1)", src + "; Fig 6",
