@@ -105,11 +105,11 @@ def test_shallow_errors() -> None:
 def test_barycentric_functions_check_their_inputs() -> None:
     # an empty class used to give NaN means and a raw torch error; bad labels an IndexError
     T = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(EmptyClassError, match=r"delta_p: class 1 of Q=4 has no samples"):
+    with pytest.raises(EmptyClassError, match=r"delta_p: classes must be 0..3 with every class present, but class 1 has no samples"):
         delta_p(T, torch.tensor([0, 0, 2, 2, 3, 3]))
-    with pytest.raises(LabelError, match=r"barycentric_noise: labels must lie in \[0, 3\), found 5"):
+    with pytest.raises(LabelError, match=r"barycentric_noise: labels must be integers in \[0, 3\)( \(C = 3 classes given\))?, found 5"):
         barycentric_noise(T, torch.tensor([0, 0, 1, 1, 2, 5]), 3)
-    with pytest.raises(EmptyClassError, match=r"barycentric_lsq: class 2 of Q=3 has no samples"):
+    with pytest.raises(EmptyClassError, match=r"barycentric_lsq: classes must be 0..2 with every class present, but class 2 has no samples"):
         barycentric_lsq(T, torch.tensor([0, 0, 0, 1, 1, 1]), torch.eye(3, dtype=torch.float64))
     red, d1 = barycentric_noise(T.numpy(), [0, 0, 1, 1, 2, 2])  # array-likes are accepted
     means = T.reshape(3, 2, 3).mean(1)

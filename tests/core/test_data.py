@@ -38,11 +38,11 @@ def _X(n: int = 5, m: int = 3) -> np.ndarray:
         (np.ones((3, 0)), [0, 1, 0], ShapeError, r"X must have at least one sample and one feature, got shape \(3, 0\)"),
         (_X(), [0, 1, 0, 1], ShapeError, r"labels has length 4 but there are 5 samples"),
         (_X(), [[0, 1, 0, 1, 1]], ShapeError, r"labels must be 1-D of length N, got shape \(1, 5\)"),
-        (_X(), [0, 1, -1, 1, 0], LabelError, r"labels must lie in \[0, Q\), found -1"),
+        (_X(), [0, 1, -1, 1, 0], LabelError, r"labels must be integers in \[0, 2\), found -1"),
         (_X(), [0, 1, 0.5, 1, 0], LabelError, r"labels must be integers, got non-integral values such as 0.5"),
         (_X(), ["a", "b", "a", "b", "a"], LabelError, r"labels must be integers, got dtype <U1"),
         (_X(), [True, False, True, False, True], LabelError, r"labels must be integers, got booleans"),
-        (_X(), [0, 2, 0, 2, 2], EmptyClassError, r"class 1 of Q=3 has no samples in labels; relabel to contiguous classes or add samples of class 1"),
+        (_X(), [0, 2, 0, 2, 2], EmptyClassError, r"classes must be 0..2 with every class present, but class 1 has no samples \(label values \{0, 2\}\); remap them to 0..C-1 .*, or add samples of class 1"),
         (_X(), [0.0, 1.0, float("nan"), 1.0, 0.0], NonFiniteError, r"labels has 1 non-finite entry, first NaN at index \(2,\)"),
     ],
 )
@@ -63,11 +63,11 @@ def test_check_data_rejects_nonfinite_X():
 
 
 def test_check_data_num_classes_and_Y():
-    with pytest.raises(LabelError, match=r"labels must lie in \[0, 2\), found 2"):
+    with pytest.raises(LabelError, match=r"labels must be integers in \[0, 2\)( \(C = 2 classes given\))?, found 2"):
         check_data(_X(), [0, 1, 2, 1, 0], num_classes=2)
-    with pytest.raises(LabelError, match=r"labels must lie in \[0, 2\), found 2"):
+    with pytest.raises(LabelError, match=r"labels must be integers in \[0, 2\)( \(C = 2 classes given\))?, found 2"):
         check_data(_X(), [0, 1, 2, 1, 0], Y=np.eye(2))  # Y fixes Q
-    with pytest.raises(EmptyClassError, match=r"class 3 of Q=4 has no samples"):
+    with pytest.raises(EmptyClassError, match=r"classes must be 0..3 with every class present, but class 3 has no samples"):
         check_data(_X(), [0, 1, 2, 1, 0], Y=np.eye(4))
     with pytest.raises(ShapeError, match=r"Y must be 2-D, got shape \(2,\)"):
         check_data(_X(), [0, 1, 0, 1, 0], Y=np.ones(2))
@@ -106,7 +106,7 @@ def test_container_statistics_against_loops():
     assert np.array_equal(data.targets.numpy(), Y[labels])
     sub = data.subset([0, 1, 2])
     assert sub.labels.tolist() == [2, 0, 1] and torch.equal(sub.Y, data.Y)
-    with pytest.raises(EmptyClassError, match=r"ClassificationData.subset: class 1 of Q=3 has no samples"):
+    with pytest.raises(EmptyClassError, match=r"ClassificationData.subset: classes must be 0..2 with every class present, but class 1 has no samples"):
         data.subset([0, 1])
     f32 = data.to(dtype=torch.float32)
     assert f32.X.dtype == torch.float32 and f32.labels.dtype == torch.int64

@@ -1,7 +1,7 @@
 """Classification data: the container and its check, synthetic generators, loaders."""
 
-from ._check import ClassificationData, as_label_tensor, check_data, check_labels
-from ._contract import ARRAY_ALIASES, check_class_labels
+from ._check import ClassificationData, as_label_tensor, check_class_labels, check_data
+from ._contract import ARRAY_ALIASES
 from .synthetic import etf_features, gaussian_clusters, sequentially_separable, simplex_etf
 from .loaders import (
     FASHION_MNIST_ROOT,
@@ -31,7 +31,6 @@ __all__ = [
     "check_class_labels",
     "as_label_tensor",
     "check_data",
-    "check_labels",
     "etf_features",
     "gaussian_clusters",
     "sequentially_separable",

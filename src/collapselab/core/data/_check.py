@@ -18,13 +18,15 @@ import torch
 from ..errors import EmptyClassError, LabelError, ShapeError
 from ..validation import as_tensor, check_finite, check_matrix
 
-__all__ = ["ClassificationData", "as_label_tensor", "check_data", "check_labels"]
+__all__ = ["REMAP_HINT", "ClassificationData", "as_label_tensor", "check_class_labels", "check_data"]
+
+REMAP_HINT = "remap them to 0..C-1 with labels = np.unique(labels, return_inverse=True)[1]"
 
 
 def as_label_tensor(labels: Any, where: str) -> torch.Tensor:
     """``labels`` as a 1-D int64 tensor (same device); refuse non-integer values, NaN and booleans.
 
-    No range check: :func:`check_labels` adds it, and the collapse package maps arbitrary values.
+    No range check: :func:`check_class_labels` adds it, and the collapse package maps arbitrary values.
     """
     if isinstance(labels, torch.Tensor):
         lab = labels
@@ -44,31 +46,38 @@ def as_label_tensor(labels: Any, where: str) -> torch.Tensor:
     return lab.to(torch.int64)
 
 
-def check_labels(labels: Any, num_samples: int | None, where: str, num_classes: int | None = None) -> tuple[torch.Tensor, int]:
-    """Return ``(labels as int64 (N,), Q)``; refuse non-integers, out-of-range and empty classes.
+def _values(lab: torch.Tensor, limit: int = 8) -> str:
+    values = torch.unique(lab).tolist()
+    shown = ", ".join(str(v) for v in values[:limit])
+    return "{" + shown + (", ..." if len(values) > limit else "") + "}"
 
-    ``Q`` is ``num_classes`` when given, otherwise ``max(labels) + 1``.
+
+def check_class_labels(labels: Any, where: str, *, num_samples: int | None = None, num_classes: int | None = None) -> tuple[torch.Tensor, int]:
+    """``(labels as int64 (N,), C)`` under the contract of the module docstring.
+
+    ``num_classes``: ``C`` when fixed by ``Y`` or ``weights`` (else ``max(labels) + 1``).
+    Raises ShapeError (length, empty), LabelError (non-integers, values outside ``[0, C)``)
+    or EmptyClassError (a class without samples), each naming the values and the remapping.
     """
     lab = as_label_tensor(labels, where)
     if num_samples is not None and lab.shape[0] != num_samples:
-        raise ShapeError(f"{where}: labels has length {lab.shape[0]} but there are {num_samples} samples")
+        raise ShapeError(f"{where}: labels has length {lab.shape[0]} but there are {num_samples} samples; give one label per sample")
     if lab.numel() == 0:
         raise ShapeError(f"{where}: no samples (labels is empty)")
     lo, hi = int(lab.min()), int(lab.max())
-    if lo < 0:
-        raise LabelError(f"{where}: labels must lie in [0, Q), found {lo}")
-    q = hi + 1 if num_classes is None else int(num_classes)
-    if hi >= q:
-        raise LabelError(f"{where}: labels must lie in [0, {q}), found {hi}")
-    counts = torch.bincount(lab, minlength=q)
-    empty = torch.nonzero(counts == 0).flatten()
-    if empty.numel():
-        c = int(empty[0])
+    C = hi + 1 if num_classes is None else int(num_classes)
+    if lo < 0 or hi >= C:
+        bad = lo if lo < 0 else hi
+        fixed = "" if num_classes is None else f" (C = {C} classes given)"
+        raise LabelError(f"{where}: labels must be integers in [0, {C}){fixed}, found {bad} among the values {_values(lab)}; {REMAP_HINT}")
+    counts = torch.bincount(lab.cpu(), minlength=C)
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
         raise EmptyClassError(
-            f"{where}: class {c} of Q={q} has no samples in labels; relabel to contiguous classes "
-            f"or add samples of class {c}"
+            f"{where}: classes must be 0..{C - 1} with every class present, but class {empty[0]} has no samples "
+            f"(label values {_values(lab)}); {REMAP_HINT}, or add samples of class {empty[0]}"
         )
-    return lab, q
+    return lab, C
 
 
 @dataclass(frozen=True)
@@ -164,7 +173,7 @@ def check_data(
     if Y is not None and num_classes is None:
         y_rows = np.shape(Y)[0] if np.ndim(Y) >= 1 else None
         num_classes = y_rows
-    lab, q = check_labels(labels, Xt.shape[0], where, num_classes)
+    lab, q = check_class_labels(labels, where, num_samples=Xt.shape[0], num_classes=num_classes)
     lab = lab.to(Xt.device)
     if Y is None:
         Yt = torch.eye(q, dtype=Xt.dtype, device=Xt.device)

@@ -39,7 +39,8 @@ import torch
 from ..errors import CollapseLabError, DataFileError, MissingDependencyError, MissingFileError, ParameterError, ShapeError, UnknownNameError
 from ..validation import Interval, OneOf, check_param
 from ._check import ClassificationData, check_data
-from ._contract import ARRAY_ALIASES, check_class_labels, resolve_aliases
+from ._check import check_class_labels
+from ._contract import ARRAY_ALIASES, resolve_aliases
 
 __all__ = [
     "FASHION_MNIST_ROOT",
