@@ -5,6 +5,7 @@ thread pool made them up to 100x slower (the CLI's --quick default is one thread
 Results are bit-reproducible for a fixed thread count, so every test sees the same one.
 """
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -50,3 +51,14 @@ def mlp_rounding_bound(params, X):
 def rounding_bound():
     """:func:`mlp_rounding_bound`: ``rounding_bound(params, X)`` -> (N, Q) elementwise bound."""
     return mlp_rounding_bound
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    """A small clustered data set (3 classes x 10 points in R^4) saved as ``X``/``labels`` in an .npz file."""
+    from collapselab.core.data import gaussian_clusters
+
+    data = gaussian_clusters(3, 10, dim=4, delta=0.8, seed=4)
+    path = tmp_path_factory.mktemp("data") / "clusters.npz"
+    np.savez(path, X=data.X.numpy(), labels=data.labels.numpy())
+    return path

@@ -24,14 +24,6 @@ runner = CliRunner()
 TINY = ["--epochs", "2", "--hidden", "4", "--batch-size", "10", "--nc-points", "1", "--dtype", "float64", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    data = gaussian_clusters(3, 10, dim=4, delta=0.8, seed=4)
-    path = tmp_path_factory.mktemp("data") / "clusters.npz"
-    np.savez(path, X=data.X.numpy(), labels=data.labels.numpy())
-    return path
-
-
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 

@@ -20,20 +20,11 @@ from typer.testing import CliRunner
 
 from collapselab.cli import app
 from collapselab.collapse import nc1
-from collapselab.core.data import gaussian_clusters
 from collapselab.core.store import RunFolder, read_metrics
 from collapselab.train import MLP, Trainer
 
 runner = CliRunner()
 TINY = ["--epochs", "4", "--hidden", "8", "--batch-size", "8", "--nc-points", "2", "--dtype", "float64", "--threads", "1", "--lr", "0.1"]
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    data = gaussian_clusters(3, 10, dim=4, delta=0.8, seed=4)
-    path = tmp_path_factory.mktemp("data") / "clusters.npz"
-    np.savez(path, X=data.X.numpy(), labels=data.labels.numpy())
-    return path
 
 
 def invoke(*args: str):
