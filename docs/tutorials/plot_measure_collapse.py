@@ -65,7 +65,7 @@ print(f"at initialisation: NC1 = {report.nc1:.3g}, NC3 = {report.nc3:.3g}, NC4 =
 # and ``capture="output"`` records what a module returns (here the ReLU outputs). The tracker
 # accumulates during the ordinary training forward passes, so following three layers costs
 # no extra pass; the numbers are those of the features as the parameters move during the
-# epoch, which is enough to see the trend. The exact measurement is :func:`measure`.
+# epoch, which is enough to see the trend. The exact measurement is :func:`~collapselab.collapse.measure`.
 
 layers = {"1": "hidden 1", "3": "hidden 2", "5": "hidden 3 (classifier input)"}
 epochs, history = 60, {name: [] for name in layers}
