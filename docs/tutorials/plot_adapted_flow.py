@@ -145,6 +145,7 @@ for lr, costs in adam_runs.items():
     ax.semilogy(range(len(costs)), costs, label=f"Adam, lr {lr:g}: {len(costs) - 1} steps")
 ax.axhline(tol, c="k", ls=":", lw=1)
 ax.set_xscale("symlog", linthresh=10)
+ax.set_xlim(0, 1000)
 ax.set_xlabel("optimisation step")
 ax.set_ylabel("cost C")
 ax.legend(fontsize=8)

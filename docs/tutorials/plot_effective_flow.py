@@ -112,7 +112,7 @@ for j in range(2):
 # fully truncated (lying on the corner of the orthant, ``-beta``). Each cluster is pushed onto
 # the corner of its layer's orthant, which then slides onto the label (the stars).
 
-frames = np.linspace(0.0, 3.0, 40)
+frames = np.concatenate([np.linspace(0.0, 1.2, 22), np.linspace(1.4, 3.0, 9)])  # denser while the clusters are being truncated
 colours = np.array([[0.12, 0.47, 0.71, 1.0], [1.0, 0.5, 0.05, 1.0], [0.84, 0.15, 0.16, 1.0]])
 images, states = [], []
 for s in frames:  # the network at each frame, computed once
@@ -121,13 +121,19 @@ for s in frames:  # the network at each frame, computed once
     images.append(fp.ys[-1].numpy())
     states.append(colours[(own <= 0).sum(1).numpy()])  # truncated in 0, 1 or 2 directions
 
-fig, ax = plt.subplots(figsize=(3.6, 3.6), dpi=80)
-ax.scatter(X[:, 0], X[:, 1], s=8, c="0.8")
-ax.scatter(Yt[:, 0], Yt[:, 1], marker="*", s=120, c="k", zorder=3)
+fig, ax = plt.subplots(figsize=(3.4, 3.4), dpi=80)
+ax.scatter(X[:, 0], X[:, 1], s=8, c="0.8", label="inputs x")
+ax.scatter(Yt[:, 0], Yt[:, 1], marker="*", s=120, c="k", zorder=3, label="labels ỹ")
 points = ax.scatter(images[0][:, 0], images[0][:, 1], s=12, c=states[0])
-title = ax.set_title("s = 0.00", fontsize=10)
+for colour, what in zip(colours, ("untruncated", "truncated in 1 direction", "fully truncated")):
+    ax.scatter([], [], s=12, color=colour, label=what)
+ax.legend(loc="upper left", fontsize=6, frameon=False)
+title = ax.set_title("s = 0.00", fontsize=9)
 ax.set_xlim(-1.5, 1.5)
 ax.set_ylim(-1.5, 1.5)
+ax.set_xticks([-1, 0, 1])
+ax.set_yticks([-1, 0, 1])
+ax.tick_params(labelsize=7)
 ax.set_aspect("equal")
 fig.tight_layout()
 
@@ -139,7 +145,7 @@ def draw(i: int):
     return points, title
 
 
-animation = FuncAnimation(fig, draw, frames=len(frames), interval=100)
+animation = FuncAnimation(fig, draw, frames=len(frames), interval=120)
 plt.show()
 
 # %%

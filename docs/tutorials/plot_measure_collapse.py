@@ -144,8 +144,9 @@ from_arrays = collapse_report(torch.from_numpy(H), labels, model[6].weight.detac
 print(f"collapse_report: NC1 = {from_arrays.nc1:.10e}, NC4 = {from_arrays.nc4:.3f}")
 
 # %%
-# The curves: NC1 of the three hidden layers, epoch by epoch. All fall once the training error
-# is zero, and the deeper the layer, the lower its NC1.
+# The curves: NC1 of the three hidden layers, epoch by epoch. All fall sharply while the
+# training error goes to zero and slowly afterwards; by the end, the deeper the layer, the lower
+# its NC1.
 
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
 for name, label in layers.items():

@@ -125,7 +125,7 @@ for lr in (5.0, 15.0, 21.0):
 # meet ``rho_eq(t)`` (dashed), which itself moves as the margins grow.
 
 t = torch.linspace(0.0, 40.0, 41, dtype=torch.float64)
-runs = {rho0: toy_flow(V, rho0, X, y, t, lam=lam, reduction="mean", step_size=0.2) for rho0 in (0.2, 1 / math.sqrt(lam))}
+runs = {rho0: toy_flow(V, rho0, X, y, t, lam=lam, reduction="mean", step_size=0.2) for rho0 in (0.05, 1 / math.sqrt(lam))}
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
 for rho0, tr in runs.items():
     eq = tr.mu / (tr.second_moment + lam)
@@ -134,7 +134,7 @@ for rho0, tr in runs.items():
     print(f"rho_0 = {rho0:.3f}: rho(40) = {float(tr.rho[-1]):.4f}, rho_eq(40) = {float(eq[-1]):.4f}, mu: {float(tr.mu[0]):.4f} -> {float(tr.mu[-1]):.4f}")
 ax.set_xlabel("t")
 ax.set_ylabel("rho")
-ax.set_yscale("log")
+ax.set_ylim(0, None)
 ax.legend(fontsize=8)
 ax.set_title("rho relaxes to rho_eq = mu / (M + lam) (dashed)", fontsize=10)
 fig.tight_layout()
