@@ -96,7 +96,7 @@ for epoch in range(1, epochs + 1):
 # What to look for in the table: accuracy reaches 1 within a few epochs; from then on NC4 is
 # 0 (the classifier agrees with the nearest class mean on every sample), NC3 and the ETF error
 # keep falling, and NC1 drops by an order of magnitude from its initial value and then
-# decreases only slowly (PHD's networks need hundreds of epochs to push it much further).
+# decreases only slowly (Papyan, Han & Donoho train for hundreds of epochs to push it much further).
 
 print(f"{'epoch':>5} {'acc':>6} {'NC1':>9} {'NC2 ETF err':>11} {'NC3':>9} {'NC4':>7}")
 for epoch, rep in exact:

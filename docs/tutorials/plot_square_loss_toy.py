@@ -150,8 +150,8 @@ for rho0, tr in runs.items():
     r_t = torch.tensor(float(tr.rho[-1]), dtype=torch.float64, requires_grad=True)
     loss = toy_loss(r_t, f, lam, reduction="mean")
     (grad,) = torch.autograd.grad(loss, r_t)
-    lemma9 = float(lemma9_loss(float(r_t), float(f.mean()), -float(grad), reduction="mean"))
-    print(f"rho_0 = {rho0:.3f}: L = {float(loss):.12f}, Lemma 9 gives {lemma9:.12f}")
+    lemma9 = float(lemma9_loss(r_t.item(), f.mean().item(), -grad.item(), reduction="mean"))
+    print(f"rho_0 = {rho0:.3f}: L = {loss.item():.12f}, Lemma 9 gives {lemma9:.12f}")
 
 # %%
 # Lemma 2, with the corrected gap

@@ -49,7 +49,7 @@ with torch.no_grad():
 recomputed = float(ce23_cost(outputs, labels, data.Y))
 print(f"widths {net.module.widths}, {net.num_parameters} parameters, {net.descriptive_parameters} of them descriptive")
 print(f"cost from the construction: {net.cost:.2e}; cost of module(X): {recomputed:.2e}")
-print(f"output-weight scale |W_out| = {float(net.cumulative[-1][0].norm()):.1f}; rounding level ~ {100 * 2.2e-16 * float(net.cumulative[-1][0].norm()):.0e}")
+print(f"output-weight scale |W_out| = {float(net.cumulative[-1][0].norm()):.1f}, so rounding leaves residuals of a few times {2.2e-16 * float(net.cumulative[-1][0].norm()):.0e}")
 
 # %%
 # What each layer does
@@ -98,7 +98,8 @@ for l, Z in enumerate(stages):
 geom = cluster_geometry(check_data(X, labels))
 theta = net.layers[0].cone_angle
 lo, D = admissible_mu(geom, theta)
-print(f"delta = {geom.delta:.4f} (the generator's bound is 0.05); 2 delta sqrt(Q) = {lo:.4f} = {2 * geom.delta * math.sqrt(3):.4f}")
+print(f"delta = {geom.delta:.4f} (from the sample means; the generator keeps each point within 0.05 of its own centre)")
+print(f"2 delta sqrt(Q) = {lo:.4f} = {2 * geom.delta * math.sqrt(3):.4f}")
 print(f"theta_* = {geom.theta_max:.4f} < cone angle {theta:.4f} = (theta_* + pi)/2 = {(geom.theta_max + math.pi) / 2:.4f} < pi")
 for j, layer in enumerate(net.layers):
     print(f"class {j}: mu in ({-float(D[j]):.4f}, {-lo:.4f}); used {layer.mu:.4f}, midpoint {-(lo + float(D[j])) / 2:.4f}")
