@@ -93,9 +93,9 @@ for epoch in range(1, epochs + 1):
 # the simplex ETF's ``-1/(C-1) = -1/3``. Deeper layers should be more collapsed: NC1 should
 # decrease from the raw inputs through the hidden layers to the classifier input.
 #
-# What to look for in the table: accuracy reaches 1 within a few epochs; from then on NC4 is
+# What to look for in the table: accuracy reaches 1 within the first epochs; from then on NC4 is
 # 0 (the classifier agrees with the nearest class mean on every sample), NC3 and the ETF error
-# keep falling, and NC1 drops by an order of magnitude from its initial value and then
+# keep falling, and NC1 drops by about an order of magnitude from its initial value and then
 # decreases only slowly (Papyan, Han & Donoho train for hundreds of epochs to push it much further).
 
 print(f"{'epoch':>5} {'acc':>6} {'NC1':>9} {'NC2 ETF err':>11} {'NC3':>9} {'NC4':>7}")
