@@ -1,7 +1,7 @@
 """Script of test_lightning.py: one Lightning fit with NeuralCollapseCallback, on one process
 (``single``) or on two CPU processes (``ddp``: DDP on gloo; Lightning launches the second
 process by running this script again). Each rank saves the callback's history; rank 0 also
-the CSV logger's folder and the final parameters.
+the CSV logger's folder, the final parameters and a measurement with uneven shares.
 
 Float64 model and data; the DDP run uses half the batch size per rank with the samples in
 order, so its global batches are the single run's batches and both runs take the same steps.
@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from collapselab.core.data import gaussian_clusters
-from collapselab.integrations import Layer
+from collapselab.integrations import Layer, measure_layers
+from collapselab.integrations._measure import resolve_layers
+from collapselab.integrations._monitor import scalars
 from collapselab.integrations.lightning import NeuralCollapseCallback
 
 
@@ -50,6 +52,22 @@ def data():
     return torch.utils.data.TensorDataset(d.X, d.labels)
 
 
+class UnevenShares(L.Callback):
+    """After training, measure with rank 0 holding every sample and rank 1 none (an empty
+    share: its layer dimensions come from the other rank), and save rank 0's reports."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer, pl_module):
+        X, y = data().tensors
+        share = [(X[i : i + 7], y[i : i + 7]) for i in range(0, len(y), 7)] if trainer.global_rank == 0 else []
+        layers = resolve_layers(pl_module, ["body", Layer("head")], capture="output")
+        reports = measure_layers(pl_module, share, 3, layers, device="cpu", distributed=trainer.world_size > 1)
+        if trainer.global_rank == 0:
+            torch.save({k: scalars(r) for k, r in reports.items()}, self.out / "uneven.pt")
+
+
 def main(out: Path, mode: str) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -58,7 +76,7 @@ def main(out: Path, mode: str) -> None:
     nc = NeuralCollapseCallback(3, layers=["body.1", "body", Layer("head")], capture="output", every=2)
     trainer = L.Trainer(
         max_epochs=4, accelerator="cpu", devices=devices, strategy="ddp" if mode == "ddp" else "auto",
-        logger=L.pytorch.loggers.CSVLogger(out / mode, name="csv", version=0), callbacks=[nc],
+        logger=L.pytorch.loggers.CSVLogger(out / mode, name="csv", version=0), callbacks=[nc, UnevenShares(out / mode)],
         enable_checkpointing=False, use_distributed_sampler=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
     )
     trainer.fit(model)

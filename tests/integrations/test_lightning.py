@@ -104,6 +104,10 @@ def test_logged_metrics_equal_collapse_report_on_hand_features(runs):
         got = load(runs, mode)["history"][-1]["layers"]
         for layer, row in expected.items():
             close_rows(got[layer], row)
+        # all samples on rank 0, none on rank 1 (and on one process: all of them)
+        uneven = torch.load(runs / mode / "uneven.pt", weights_only=False)
+        close_rows(uneven["body"], expected["body"])
+        close_rows(uneven["head"], expected["head"])
 
 
 def test_history_survives_checkpoint_and_resume(tmp_path):
