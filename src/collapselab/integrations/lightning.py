@@ -43,12 +43,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..core.errors import ParameterError
 from . import require
 from ._monitor import CollapseMonitor
 
 _lightning = require("lightning", "lightning", "collapselab.integrations.lightning")
-import torch  # noqa: E402
 
 __all__ = ["NeuralCollapseCallback"]
 
@@ -82,7 +83,7 @@ class NeuralCollapseCallback(_lightning.pytorch.Callback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch + 1
-        if trainer.sanity_checking or not self.monitor.due(epoch, trainer.max_epochs):
+        if not self.monitor.due(epoch, trainer.max_epochs):
             return
         default = None if self.monitor.loader is not None else trainer.train_dataloader
         if default is not None and not isinstance(default, torch.utils.data.DataLoader):
