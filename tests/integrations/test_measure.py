@@ -132,3 +132,17 @@ def test_missing_framework_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "collapselab.integrations.lightning", raising=False)
     with pytest.raises(MissingDependencyError, match=r"collapselab\[lightning\]"):
         import collapselab.integrations.lightning  # noqa: F401
+
+
+@pytest.mark.parametrize("cache_bytes, passes", [(2**20, 1), (0, 2)])
+def test_all_layers_come_from_one_forward_per_batch(setup, cache_bytes, passes):
+    model, _, loader = setup
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        layers = resolve_layers(model, ["body.1", "body", "tokens", "head"], capture="output")
+        measure_layers(model, loader, 3, layers, device="cpu", cache_bytes=cache_bytes)
+    finally:
+        handle.remove()
+    # four layers; the features are kept (one forward per batch) or recomputed in pass 2
+    assert len(calls) == passes * len(loader)
