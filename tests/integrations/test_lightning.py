@@ -130,7 +130,7 @@ def test_history_survives_checkpoint_and_resume(tmp_path):
 
     straight = fit(4)
     first = fit(2, ckpt=tmp_path)
-    resumed = fit(4, ckpt=tmp_path / "again", resume=tmp_path / "last.ckpt")
+    resumed = fit(4, ckpt=tmp_path, resume=tmp_path / "last.ckpt")
     assert [r["epoch"] for r in first] == [1, 2]
     assert [r["epoch"] for r in resumed] == [1, 2, 3, 4]  # 1, 2 from the checkpoint, not measured again
     close_histories(resumed[:2], first)
