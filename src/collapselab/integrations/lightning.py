@@ -29,11 +29,12 @@ Example (runs as written)::
 
 The callback measures at the end of the chosen training epochs (``on_train_epoch_end``, after
 validation), on every rank, each rank on its share of the data (see
-:mod:`collapselab.integrations._monitor` for the default loader and what "without
+docs/integrations.md for the default loader and what "without
 augmentation" means); the statistics are all-reduced over the strategy's processes
 (DDP: the default process group) before the report, so every rank holds the metrics of the
 whole data set. Every metric goes through ``LightningModule.log`` (``on_epoch=True``, float64,
-``sync_dist=True``: the mean of values that are already equal on every rank, exact), hence
+with ``sync_dist=True`` on several processes: the mean of values that are already equal on
+every rank, which is exact), hence
 to every logger of the trainer (TensorBoard, CSV, MLflow, W&B) and to
 ``trainer.callback_metrics`` (usable by ``ModelCheckpoint(monitor=...)``), and into
 :attr:`history`, which Lightning's checkpoints save (:meth:`state_dict`) and restore on resume.

@@ -33,7 +33,7 @@ ViT's final CLS token), with the classifier as ``W``, ``b``. Other places: a mod
 The callback measures at the end of the chosen epochs (``on_epoch_end``), on every process,
 each on its share of the data (the default loader is the training loader's dataset and
 collate function, in order, in batches of ``per_device_eval_batch_size``; see
-:mod:`collapselab.integrations._monitor`); the statistics are all-reduced over the processes
+docs/integrations.md); the statistics are all-reduced over the processes
 (accelerate's default process group). The metrics go through ``Trainer.log`` (hence to every
 ``report_to`` integration: TensorBoard, W&B, MLflow, ... and into ``state.log_history``), which
 needs the trainer: :meth:`NeuralCollapseCallback.attach` adds the callback to a trainer and
