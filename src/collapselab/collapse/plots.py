@@ -1,4 +1,4 @@
-"""Figures of neural collapse: metrics against epochs, and the geometry of means and classifiers.
+"""Figures of neural collapse: metrics against epochs or depth, and the geometry of means and classifiers.
 
 Each function draws on a given matplotlib ``Axes`` (or a new figure) and returns the figure;
 callers save it (``RunContext.save_figure``). Import with matplotlib's Agg backend in headless
@@ -15,7 +15,7 @@ import torch
 from ..core.errors import ParameterError, ShapeError
 from ._report import CollapseReport
 
-__all__ = ["plot_metrics", "plot_geometry", "DEFAULT_CURVES"]
+__all__ = ["plot_metrics", "plot_depth", "plot_geometry", "DEFAULT_CURVES", "DEPTH_CURVES"]
 
 DEFAULT_CURVES = ("nc1", "cdnv", "nc2_etf_error_means", "nc2_etf_error_weights", "nc3", "nc4")
 """Metrics drawn by :func:`plot_metrics` unless told otherwise (missing ones are skipped)."""
@@ -63,6 +63,57 @@ def plot_metrics(
         ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
+    return fig
+
+
+DEPTH_CURVES = ("nc1", "nc2_etf_error_means", "ncc_accuracy")
+"""Metrics drawn by :func:`plot_depth` unless told otherwise."""
+
+
+def plot_depth(
+    history: Sequence[Mapping[str, Any]],
+    keys: Sequence[str] = DEPTH_CURVES,
+    *,
+    layers: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """Metrics against depth, one curve per measured epoch (colour: epoch), one panel per key.
+
+    ``history``: rows ``{"epoch": e, "layers": {layer: {metric: value}}}`` as kept by the
+    callbacks of :mod:`collapselab.integrations`; ``layers``: the order along the depth axis
+    (default: the first row's). Layer-wise views as in He and Su 2023 (a law of data
+    separation: NC1-like separation falls geometrically with depth) and Rangamani et al. 2023
+    (intermediate neural collapse). NC1 and the ETF error are drawn on a log scale, accuracies
+    on a linear one; missing or non-positive values are left out of log panels.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in history if r.get("layers")]
+    if not rows:
+        raise ShapeError("plot_depth: the history has no measured rows; train with a callback that measures first")
+    order = list(layers) if layers is not None else list(rows[0]["layers"])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    epochs = [r["epoch"] for r in rows]
+    for ax, key in zip(axes[0], keys):
+        log = not key.endswith("accuracy")
+        for i, row in enumerate(rows):
+            pts = [(j, row["layers"].get(name, {}).get(key)) for j, name in enumerate(order)]
+            pts = [(j, v) for j, v in pts if v is not None and (v > 0 or not log)]
+            if pts:
+                colour = cmap(i / max(len(rows) - 1, 1))
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, color=colour, label=f"epoch {epochs[i]}")
+        if log:
+            ax.set_yscale("log")
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels(order, rotation=60, ha="right", fontsize="x-small")
+        ax.set_xlabel("layer (input to output)")
+        ax.set_title(key, fontsize="medium")
+    if axes[0][0].lines:
+        axes[0][-1].legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
