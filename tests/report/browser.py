@@ -125,15 +125,19 @@ class Browser:
         return res["result"].get("value")
 
     def screenshot(self, path: Path, *, selector: str | None = None, height: int | None = None) -> Path:
-        """PNG of the element ``selector`` (or the top ``height`` px of the page) at scale 1."""
+        """Write :meth:`capture` to ``path``."""
+        Path(path).write_bytes(self.capture(selector=selector, height=height))
+        return Path(path)
+
+    def capture(self, *, selector: str | None = None, height: int | None = None) -> bytes:
+        """PNG of the element ``selector`` (or the top ``height`` px of the page) at scale 1, rendering a new frame."""
         if selector is not None:
             box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect(); return [r.x + scrollX, r.y + scrollY, r.width, r.height]; }})()")
         else:
             box = [0, 0, self.evaluate("document.documentElement.clientWidth"), height or 1000]
         clip = {"x": box[0], "y": box[1], "width": box[2], "height": box[3], "scale": 1}
         data = self.call("Page.captureScreenshot", session=True, format="png", clip=clip, captureBeyondViewport=True)["data"]
-        Path(path).write_bytes(base64.b64decode(data))
-        return Path(path)
+        return base64.b64decode(data)
 
     def close(self) -> None:
         try:
