@@ -48,7 +48,7 @@ tr.detail td{border-top:none;color:#555;font-size:12.5px;background:#fafafa} tr.
 figure{margin:1.2em 0;border:1px solid #e3e3e3;padding:8px;background:#fff} figure img{display:block;max-width:100%;height:auto;margin:0 auto}
 figure img.svg{width:100%} figcaption{font-size:13.5px;color:#333;margin-top:6px} .question{font-size:1.1em;font-style:italic}
 code{font-size:12.5px;overflow-wrap:anywhere} details{margin:.5em 0 1em} summary{cursor:pointer;color:#444}
-table.prov th{width:12em} .meta{color:#444;font-size:14px}
+table.prov th{width:12em} .meta{color:#444;font-size:14px} td.PASS,td.FAIL,td.ERROR,td.INCOMPLETE,td.NA,td>a{white-space:nowrap;overflow-wrap:normal}
 """
 
 
@@ -158,7 +158,8 @@ def _experiment_head(name: str, entries: list[Entry]) -> list[str]:
 
 
 def _entry_html(x: Entry, several: bool) -> list[str]:
-    anchor = _anchor(x)
+    anchor, meta = _anchor(x), _meta(x.experiment)
+    source = meta.source if meta else ""
     label = f"sweep over {len(x.runs)} seeds" if isinstance(x, SweepSummary) else _run_kind(x)
     parts = [f"<h3 id='{e(anchor)}'>{e(x.path.name)} <small>({e(label)})</small> <span class='badge {x.verdict}'>{x.verdict}</span></h3>"] if several or isinstance(x, SweepSummary) else [f"<span id='{e(anchor)}'></span>"]
     if isinstance(x, SweepSummary):
@@ -166,11 +167,11 @@ def _entry_html(x: Entry, several: bool) -> list[str]:
         first = next((r for _, r in x.runs if r.verdict in ("PASS", "FAIL")), None)
         if first is not None:
             parts.append(f"<p class='meta'>Figures and claims of one seed, <code>{e(first.path.name)}</code>:</p>")
-            parts += figures_html(first.path, anchor) + paper_html(first.path) + claims_html(first.claims, anchor) + provenance_html(first)
+            parts += figures_html(first.path, anchor) + paper_html(first.path) + claims_html(first.claims, anchor, source) + provenance_html(first)
         return parts
     if x.verdict != "PASS":
         parts.append(f"<p class='{x.verdict}'>{x.verdict}: {e(x.detail)}</p>")
-    return parts + figures_html(x.path, anchor) + paper_html(x.path) + ["<h4>Claims</h4>"] + claims_html(x.claims, anchor) + (provenance_html(x) if x.config else [])
+    return parts + figures_html(x.path, anchor) + paper_html(x.path) + ["<h4>Claims</h4>"] + claims_html(x.claims, anchor, source) + (provenance_html(x) if x.config else [])
 
 
 def _train_html(col: Collection) -> list[str]:

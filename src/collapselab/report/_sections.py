@@ -70,8 +70,16 @@ def paper_html(run: Path) -> list[str]:
     return rows + ["</table>"]
 
 
-def claims_html(claims: list[dict[str, Any]], anchor: str) -> list[str]:
-    """One row per claim (check, expected, tolerance, measured, verdict) and under it what it is compared with and why the tolerance."""
+def _own_source(source: str, common: str) -> str:
+    """What a claim's source adds to the experiment's (shown once above the table): ``"Fig 7"`` for ``common + "; Fig 7"``."""
+    if common and source.startswith(common):
+        return source[len(common):].strip(" ;,")
+    return "" if source == common else source
+
+
+def claims_html(claims: list[dict[str, Any]], anchor: str, source: str = "") -> list[str]:
+    """One row per claim (check, expected, tolerance, measured, verdict) and under it what it is compared with,
+    why the tolerance, and what its source adds to the experiment's ``source``."""
     if not claims:
         return ["<p>No claim recorded.</p>"]
     parts = ["<table class='claims'><colgroup><col class='c-id'><col class='c-claim'><col class='c-check'><col class='c-exp'><col class='c-tol'><col class='c-meas'><col class='c-v'></colgroup>"
@@ -83,7 +91,9 @@ def claims_html(claims: list[dict[str, Any]], anchor: str) -> list[str]:
                      f"<td class='num'>{e(v.expected)}</td><td class='num'>{e(v.tolerance)}</td><td class='num'>{e(v.measured)}</td><td class='{cls}'>{v.verdict}</td></tr>")  # fmt: skip
         why = "why not applicable" if v.verdict == "N/A" else ("why this level" if v.test else "why this tolerance")
         test = f"<b>test</b>: {e(v.test)}. " if v.test else ""
-        parts.append(f"<tr class='detail'><td></td><td colspan='6'>{test}<b>compared with</b>: {e(str(c.get('reference', '-')))}. <b>{why}</b>: {e(v.reason)}</td></tr>")
+        own = _own_source(str(c.get("source", "")), source)
+        cite = f" <b>source</b>: {e(own)}." if own else ""
+        parts.append(f"<tr class='detail'><td></td><td colspan='6'>{test}<b>compared with</b>: {e(str(c.get('reference', '-')).rstrip('.'))}. <b>{why}</b>: {e(v.reason.rstrip('.'))}.{cite}</td></tr>")
     return parts + ["</table>"]
 
 
