@@ -149,7 +149,7 @@ def _experiment_head(name: str, entries: list[Entry]) -> list[str]:
     meta = _meta(name)
     cnt = Counter(x.verdict for x in entries)
     v = _verdict_of(cnt)
-    parts = [f"<h2 id='exp-{e(name)}'>{e(name)} <span class='badge {v}'>{v}</span></h2>"]
+    parts = [f"<section id='exp-{e(name)}'><h2>{e(name)} <span class='badge {v}'>{v}</span></h2>"]
     if meta is not None:
         parts.append(f"<p class='question'>{e(meta.question or meta.summary)}</p>")
         theory = ", ".join(_docs_link(p) for p in meta.theory) or "-"
@@ -198,6 +198,7 @@ def build_report(collection: Collection, path: Path, *, title: str = "CollapseLa
         parts += _experiment_head(name, entries)
         for x in entries:
             parts += _entry_html(x, len(entries) > 1)
+        parts.append("</section>")
     parts += _train_html(collection)
     parts.append("</body></html>\n")
     path = Path(path)
