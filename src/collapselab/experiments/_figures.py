@@ -88,8 +88,11 @@ def save_animation(folder: RunFolder, anim: Any, name: str, *, fps: int, caption
     path = folder.figures / f"{name}.gif"
     tmp = folder.figures / f".{name}.tmp.gif"  # Pillow picks the format by the suffix
     with storage_errors(path):
-        anim.save(str(tmp), writer=PillowWriter(fps=fps), dpi=dpi)
-        os.replace(tmp, path)
+        try:
+            anim.save(str(tmp), writer=PillowWriter(fps=fps), dpi=dpi)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     record_figure(folder, name, [path.name], caption=caption, claims=claims, paper_figure=paper_figure, kind="animation")
     return path
 
