@@ -38,9 +38,9 @@ _CSS = """
 *{box-sizing:border-box} body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;padding:1em 24px 4em;max-width:1400px;color:#1d1d1f}
 h1{font-size:1.7em;margin:.3em 0} h2{border-top:2px solid #ddd;padding-top:.8em;margin-top:2em} h3{margin-top:1.6em}
 table{border-collapse:collapse;width:100%;margin:.4em 0 1.2em;table-layout:auto}
-th,td{border:1px solid #d6d6d6;padding:4px 7px;font-size:13.5px;vertical-align:top;text-align:left;overflow-wrap:anywhere}
+th,td{border:1px solid #d6d6d6;padding:4px 7px;font-size:13.5px;vertical-align:top;text-align:left;overflow-wrap:break-word}
 th{background:#f3f4f6;overflow-wrap:normal} td.num{font-family:ui-monospace,monospace;font-size:12.5px}
-table.claims{table-layout:fixed} col.c-id{width:13%} col.c-claim{width:30%} col.c-check{width:8%} col.c-exp{width:12%} col.c-tol{width:11%} col.c-meas{width:20%} col.c-v{width:6%}
+table.claims{table-layout:fixed} table.claims td{overflow-wrap:anywhere} col.c-id{width:13%} col.c-claim{width:30%} col.c-check{width:8%} col.c-exp{width:12%} col.c-tol{width:11%} col.c-meas{width:20%} col.c-v{width:6%}
 tr.detail td{border-top:none;color:#555;font-size:12.5px;background:#fafafa} tr.detail td:first-child{border-right:none}
 .PASS,.FINISHED{color:#0a6b2a;font-weight:bold} .FAIL,.ERROR,.INCOMPLETE{color:#b00020;font-weight:bold} .NA{color:#666}
 .badge{font-size:.6em;padding:2px 8px;border-radius:4px;vertical-align:middle;border:1px solid currentColor}
