@@ -4,7 +4,7 @@ VENV   := .venv
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install data fashion-mnist clean benchmarks
+.PHONY: run test install data fashion-mnist browser chromium clean benchmarks
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ data:
 fashion-mnist:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 
+# Chromium: Debian's package, for the browser test of the HTML report (tests/report). Without it
+# that test skips with a message.
+browser:
+	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium || \
+	  echo "warning: could not install chromium; the report's browser test will be skipped (run 'apt-get install chromium' as root)"
+
+chromium:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 run: $(STAMP) data
 	$(VENV)/bin/collapselab reproduce --quick --jobs 2
 
@@ -32,7 +41,7 @@ run: $(STAMP) data
 # oldest x86-64 kernels (numpy), so a tolerance that holds only on this CPU fails here, not elsewhere.
 NUMERICS_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYPE=Prescott
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(VENV)/bin/python -m pytest -q tests
 	$(NUMERICS_ENV) $(VENV)/bin/python -m pytest -q -m numerics tests
 

@@ -21,7 +21,7 @@ def test_explicit_minimizers_quick(tmp_path, seed) -> None:
         for name in ("constructed-cost", "collapse-points", "jacobian-rank", "metric-rule"):
             assert verdicts[f"{name}-{q}d"] == "PASS"
         assert verdicts[f"gd-adam-gap-{q}d"] == "N/A"  # no theorem bounds a finite-budget GD cost (module docstring)
-    assert {p.name for p in (result.path / "figures").iterdir()} == {"layers_2d.png", "layers_3d.png", "costs.png"}
+    assert {p.name for p in (result.path / "figures").glob("*.png")} == {"layers_2d.png", "layers_3d.png", "costs.png"}
     with open(result.path / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["method"] for r in rows} == {"constructed", "gd", "adam"}

@@ -262,7 +262,7 @@ def test_claims_render_with_their_comparator():
     close = _claim("c").to_json()
     assert format_expected(close) == "1 ± 1e-12" and format_measured(close) == "1"
     assert format_expected({"comparator": "at_most", "expected": 1e-8}) == "<= 1e-08"
-    assert format_expected({"comparator": "close", "expected": 2.0, "tolerance": {"relative": 0.01}}) == "2 ± 0.01 (relative)"
+    assert format_expected({"comparator": "close", "expected": 2.0, "tolerance": {"relative": 0.01}}) == "2 ± 0.01 × |expected|"
     test = {"comparator": "test", "expected": {"p_value_at_most": 1e-3}, "tolerance": {"level": 1e-3},
             "measured": {"test": "sign test", "statistic": 8.0, "p_value": 0.00390625, "median": 0.25}}
     assert format_expected(test) == "p <= 0.001" and format_measured(test) == "p=0.003906, statistic=8, median=0.25"

@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import DataFileError, ParameterError
 
-__all__ = ["COMPARATORS", "Claim", "format_expected", "format_measured", "format_value", "verdict_at_least", "verdict_at_most", "verdict_close", "verdict_test"]
+__all__ = ["COMPARATORS", "Claim", "ClaimView", "format_expected", "format_measured", "format_value", "verdict_at_least", "verdict_at_most", "verdict_close", "verdict_test", "view"]
 
 COMPARATORS = ("close", "at_most", "at_least", "true", "test", "not_applicable")
 
@@ -123,41 +123,110 @@ def verdict_test(p_value: float, level: float) -> bool:
     return _finite(p_value) and p_value <= level
 
 
-def format_value(v: Any) -> str:
-    """A measured or expected value for people: numbers to 4 significant digits, dicts as
-    ``name=value`` pairs, lists element-wise; one rendering for the terminal and the report."""
+_BOUND_SUFFIXES = {"_at_most": "<=", "_at_least": ">="}
+_LONG_LIST = 6
+
+
+def _number(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}g}"
+
+
+def format_value(v: Any, digits: int = 4) -> str:
+    """A measured or expected value for people: numbers to ``digits`` significant digits, dicts
+    as ``name=value`` pairs (a key ``name_at_most`` as ``name <= value``), lists element-wise
+    (a long one by its first and last entries and its length); one rendering for the terminal
+    and the report."""
     if v is None:
         return "-"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return _number(v, digits)
     if isinstance(v, dict):
-        return ", ".join(f"{k}={format_value(x)}" for k, x in v.items())
+        pairs = []
+        for k, x in v.items():
+            op = next((o for suffix, o in _BOUND_SUFFIXES.items() if str(k).endswith(suffix)), None)
+            name = str(k)[: -len(next(s for s in _BOUND_SUFFIXES if str(k).endswith(s)))] if op else str(k)
+            pairs.append(f"{name} {op} {format_value(x, digits)}" if op else f"{name}={format_value(x, digits)}")
+        return ", ".join(pairs)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(format_value(x) for x in v) + "]"
+        if len(v) > _LONG_LIST:
+            return f"[{format_value(v[0], digits)}, {format_value(v[1], digits)}, ..., {format_value(v[-1], digits)}] ({len(v)} values)"
+        return "[" + ", ".join(format_value(x, digits) for x in v) + "]"
     return str(v)
 
 
-def format_expected(doc: dict[str, Any]) -> str:
-    """What a claim (as in claims.json) expects, with its comparator: ``<= 1e-12``, ``0.5 ± 1e-3``, ``p <= 0.001``."""
+def _close_digits(expected: Any, tolerance: float) -> int:
+    """Significant digits that resolve a deviation of a tenth of the tolerance at the scale of
+    ``expected`` (at least 4, at most 16: float64), so a value within ``1 ± 3e-9`` shows as
+    ``0.9999999986``, not ``1``."""
+    if not (_finite(expected) and _finite(tolerance)) or tolerance <= 0 or expected == 0:
+        return 4
+    return max(4, min(16, math.floor(math.log10(abs(expected))) - math.floor(math.log10(tolerance)) + 2))
+
+
+@dataclass(frozen=True)
+class ClaimView:
+    """One claim as people read it, the same in the terminal table and the HTML report.
+
+    ``check`` names the comparator in words (``equal within``, ``at most``, ``at least``,
+    ``holds``, ``test``, ``not applicable``); ``expected`` the value compared with (a bound, a
+    closed form, ``p <= level``); ``tolerance`` the allowed deviation (``± 1e-08``, ``± 1e-06 ×
+    |expected|``, the level of a test, ``-`` for bounds and facts); ``measured`` the value seen,
+    to the precision the tolerance resolves; ``reason`` the error model behind the tolerance (or,
+    when not applicable, why); ``test`` the name of a statistical test (empty otherwise).
+    """
+
+    id: str
+    check: str
+    expected: str
+    tolerance: str
+    measured: str
+    reason: str
+    verdict: str
+    test: str = ""
+
+
+_CHECK = {"close": "equal within", "at_most": "at most", "at_least": "at least", "true": "holds", "test": "test", "not_applicable": "not applicable"}
+
+
+def view(doc: dict[str, Any]) -> ClaimView:
+    """:class:`ClaimView` of one claim as in claims.json."""
     comparator, expected, tol = doc.get("comparator"), doc.get("expected"), doc.get("tolerance") or {}
+    measured = doc.get("measured")
+    verdict = {True: "PASS", False: "FAIL", None: "N/A"}.get(doc.get("passed"), "FAIL")
+    tolerance, exp_text = "-", format_value(expected)
     if comparator == "close":
         kind, t = next(iter(tol.items())) if tol else ("absolute", 0.0)
-        return f"{format_value(expected)} ± {format_value(t)}" + (" (relative)" if kind == "relative" else "")
+        digits = _close_digits(expected, abs(expected) * t if kind == "relative" and _finite(expected) else t)
+        exp_text, meas = format_value(expected, digits), format_value(measured, digits)
+        tolerance = f"± {format_value(t)}" + (" × |expected|" if kind == "relative" else "")
+    elif comparator == "test" and isinstance(measured, dict):
+        rest = {k: v for k, v in measured.items() if k not in ("test", "p_value", "statistic")}
+        meas = f"p={format_value(measured.get('p_value'))}, statistic={format_value(measured.get('statistic'))}" + (f", {format_value(rest)}" if rest else "")
+        exp_text, tolerance = f"p <= {format_value(tol.get('level'))}", f"level {format_value(tol.get('level'))}"
+    else:
+        meas = format_value(measured)
+        if comparator == "test":
+            exp_text, tolerance = f"p <= {format_value(tol.get('level'))}", f"level {format_value(tol.get('level'))}"
+        elif comparator == "not_applicable":
+            exp_text = meas = "-"
+    test = str(measured.get("test", "")) if comparator == "test" and isinstance(measured, dict) else ""
+    return ClaimView(str(doc.get("id", "?")), _CHECK.get(str(comparator), str(comparator)), exp_text, tolerance, meas, str(doc.get("tolerance_reason") or "-"), verdict, test)
+
+
+def format_expected(doc: dict[str, Any]) -> str:
+    """What a claim (as in claims.json) expects with its comparator, in one string:
+    ``<= 1e-08``, ``>= 3``, ``0.5 ± 0.001``, ``2 ± 0.01 × |expected|``, ``p <= 0.001``, ``n/a``."""
+    v = view(doc)
+    comparator = doc.get("comparator")
+    if comparator == "close":
+        return f"{v.expected} {v.tolerance}"
     if comparator in ("at_most", "at_least"):
-        return f"{'<=' if comparator == 'at_most' else '>='} {format_value(expected)}"
-    if comparator == "test":
-        return f"p <= {format_value(tol.get('level'))}"
-    if comparator == "not_applicable":
-        return "n/a"
-    return format_value(expected)
+        return f"{'<=' if comparator == 'at_most' else '>='} {v.expected}"
+    return "n/a" if comparator == "not_applicable" else v.expected
 
 
 def format_measured(doc: dict[str, Any]) -> str:
     """What a claim (as in claims.json) measured; a test shows its p-value and statistic first."""
-    m = doc.get("measured")
-    if doc.get("comparator") == "test" and isinstance(m, dict):
-        rest = {k: v for k, v in m.items() if k not in ("test", "p_value", "statistic")}
-        return f"p={format_value(m.get('p_value'))}, statistic={format_value(m.get('statistic'))}" + (f", {format_value(rest)}" if rest else "")
-    return format_value(m)
+    return view(doc).measured

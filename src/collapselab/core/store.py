@@ -3,12 +3,15 @@
 ::
 
     runs/<experiment>/<run-id>/
-      config.json      resolved configuration, seed, versions, device, threads
+      config.json      resolved configuration, seed, versions, device, threads, provenance
+                       (command line, CPU model, git commit: core.provenance)
       status.json      {"status": "running" | "finished" | "failed", "error", "updated"} (atomic)
       metrics.csv      one row per logged step (append-only, flushed per row)
       claims.json      [{"id", "claim", "source", "comparator", "expected", "measured", "tolerance",
                          "tolerance_reason", "reference", "passed", "verdict"}] (see core.claims)
-      figures/*.png    the experiment's plots (atomic)
+      figures/*.png    the experiment's plots (atomic); *.svg beside a light one, *.gif animations,
+                       figures.json their captions, claims and paper figures
+      paper.json       the paper's values beside ours (RunContext.paper_value)
       checkpoint.pt    latest state, written atomically (temp file + rename)
       log.txt
 
@@ -43,6 +46,7 @@ import torch
 
 from ._files import atomic_torch_save, atomic_write_bytes, atomic_write_text, storage_errors
 from .claims import Claim, jsonable as _jsonable
+from .provenance import provenance
 from .errors import CollapseLabError, ConfigError, DataFileError, MissingFileError, StorageError
 
 _log = logging.getLogger("collapselab.store")
@@ -145,7 +149,7 @@ class RunFolder:
                     raise ConfigError(f"run folder {path} exists already; pick another run id or use --resume {path}") from None
                 raise
             (path / FIGURES).mkdir()
-        doc = {"experiment": experiment, "config": _jsonable(config), "versions": versions(), "created": _now()}
+        doc = {"experiment": experiment, "config": _jsonable(config), "versions": versions(), "provenance": provenance(), "created": _now()}
         doc.update(_jsonable(extra or {}))
         atomic_write_text(path / CONFIG, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return cls(path)

@@ -19,7 +19,7 @@ import json
 import logging
 import pkgutil
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from ..core.errors import ConfigError, ParameterError, UnknownNameError
 from ..core.claims import Claim, verdict_at_least, verdict_at_most, verdict_close, verdict_test
 from ..core.runtime import SEED_MAX, resolve_device
 from ..core.store import RunFolder, storage_errors
+from . import _figures
 from ._progress import progress
 
 __all__ = [
@@ -69,6 +70,8 @@ class Experiment:
     config: the pydantic model of its configuration (subclass of ExperimentConfig).
     run: ``run(ctx: RunContext) -> None``; records metrics, claims and figures via ``ctx``.
     quick: overrides that make the ``--quick`` variant (run by the tests, about a minute or less).
+    question: the question the experiment answers, in one sentence (the report's first line of its section).
+    theory: the docs pages of the theorems it checks (``"theory/effective-flow.md"``), linked by the report.
     """
 
     name: str
@@ -77,6 +80,8 @@ class Experiment:
     config: type[ExperimentConfig]
     run: Callable[["RunContext"], None]
     quick: Mapping[str, Any] = field(default_factory=dict)
+    question: str = ""
+    theory: tuple[str, ...] = ()
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -113,14 +118,36 @@ class RunContext:
         """Path for a figure file ``figures/<name>`` (add ``.png``)."""
         return self.folder.figures / name
 
-    def save_figure(self, fig: Any, name: str) -> Path:
-        """Save a matplotlib figure as ``figures/<name>.png`` and close it."""
+    def save_figure(self, fig: Any, name: str, *, caption: str = "", claims: Sequence[str] = (), paper_figure: str | None = None) -> Path:
+        """Save a matplotlib figure as ``figures/<name>.png`` (and ``.svg`` when light) and close it.
+
+        caption: what the figure shows, in a sentence; claims: the ids of the claims it supports;
+        paper_figure: the paper's figure it corresponds to (``"Ji et al. 2022, Fig. 2"``). All
+        three go to ``figures/figures.json`` for the report.
+        """
         import matplotlib.pyplot as plt
 
         try:
-            return self.folder.save_figure(fig, name if name.endswith(".png") else f"{name}.png")
+            return _figures.save_figure(self.folder, fig, name, caption=caption, claims=claims, paper_figure=paper_figure)
         finally:
             plt.close(fig)
+
+    def save_animation(self, anim: Any, name: str, *, fps: int = 10, caption: str = "", claims: Sequence[str] = (), paper_figure: str | None = None) -> Path:
+        """Save a ``matplotlib.animation.Animation`` as ``figures/<name>.gif`` (keep it to a few hundred KB) and close its figure."""
+        import matplotlib.pyplot as plt
+
+        try:
+            return _figures.save_animation(self.folder, anim, name, fps=fps, caption=caption, claims=claims, paper_figure=paper_figure)
+        finally:
+            plt.close(anim._fig)
+
+    def paper_value(self, quantity: str, *, paper: Any, source: str, ours: Any = None, claims: Sequence[str] = (), differs: str = "") -> None:
+        """Record a number the paper prints (or a few digitised points of its curve) beside ours.
+
+        source: where the paper prints it (``"Rangamani et al. 2023, Table 1"``); differs: where
+        our setting differs from the paper's (data set, scale, epochs). Stored in paper.json.
+        """
+        _figures.record_paper_value(self.folder, quantity, paper=paper, source=source, ours=ours, claims=claims, differs=differs)
 
     def progress(self, iterable: Iterable[Any], *, desc: str = "", total: int | None = None) -> Any:
         return progress(iterable, desc=desc or self.experiment.name, total=total, enabled=self._show_progress)

@@ -17,11 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import torch
 from pydantic import ValidationError
 
 from ..core.errors import ConfigError, DataFileError, ParameterError
 from ..core.store import RunFolder
+from ._figures import STYLE
 from ._base import Experiment, ExperimentConfig, RunContext, RunResult, folder_logging, get_experiment, resolve_config, resolve_device, torch_threads
 
 __all__ = ["notice", "run_experiment"]
@@ -97,6 +99,6 @@ def run_experiment(
                 dropped = f"; dropped {folder.dropped_rows} metrics row(s) logged after it" if folder.dropped_rows else ""
                 log.info("resumed %s from its checkpoint at metrics row %d%s", folder.path, folder.resumed_at, dropped)
         log.info("running %s into %s (quick=%s, device=%s, threads=%d)", exp.name, folder.path, quick, dev, torch.get_num_threads())
-        with folder.running(exp.name):
+        with folder.running(exp.name), matplotlib.rc_context(STYLE):
             exp.run(RunContext(exp, config, folder, dev, quick, checkpoint, show_progress))
     return RunResult(exp.name, folder.path, folder.claims)

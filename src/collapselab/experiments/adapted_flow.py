@@ -333,10 +333,11 @@ def _figures(ctx: RunContext, cfg: Config, curves, smooth, relu_exact, dup, ntk,
     ax.set_xlabel("s / N")
     ax.set_ylabel("C = |x - y|^2 / 2N")
     ax.set_title(f"ReLU net {cfg.widths}, N={n}")
-    ax.legend(fontsize=7)
-    ctx.save_figure(fig, "loss")
+    ax.legend()
+    ctx.save_figure(fig, "loss", claims=["smooth-exponential-cost", "optimizer-converges"], paper_figure="Chen & Munoz Ewald 2024, Thm 2.3 (no figure)",
+                    caption="The cost along the flows against s/N (log scale): the adapted flows (alpha = 1) follow C(0) e^{-2s/N} (dashed), the standard gradient flow (alpha = 0) does not.")
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for ax, tr, title in ((axes[0], smooth, "tanh twin (DOP853)"), (axes[1], curves.get(1.0, relu_exact), "ReLU net (Euler)")):
         if tr.outputs is None:
             continue
@@ -346,9 +347,11 @@ def _figures(ctx: RunContext, cfg: Config, curves, smooth, relu_exact, dup, ntk,
         ax.set_xlabel("t = 1 - exp(-s/N)")
         ax.set_title(title)
     axes[0].set_ylabel("outputs (dotted: straight lines)")
-    ctx.save_figure(fig, "paths")
+    ctx.save_figure(fig, "paths", claims=["smooth-straight-line", "relu-straight-line-until-sliding", "relu-straight-segment-length"], paper_figure="Chen & Munoz Ewald 2024, Thm 2.3 (no figure)",
+                    caption="Four output coordinates against t = 1 - e^{-s/N}: under the adapted flow each moves on the straight line from x(0) to its target (dotted); the ReLU net until its first activation boundary.")
+    _paths_animation(ctx, smooth, n)
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
     axes[0].imshow(_np(ntk), cmap="viridis")
     axes[0].set_title("NTK Gram D D^T")
     axes[1].imshow(_np(adapted_kernel), cmap="viridis")
@@ -357,14 +360,50 @@ def _figures(ctx: RunContext, cfg: Config, curves, smooth, relu_exact, dup, ntk,
     axes[2].plot(_np(dup.t), _np(dup.deviation_predicted), "--", label="corrected Prop 2.5")
     axes[2].set_xlabel("t")
     axes[2].set_title("rank loss: deviation")
-    axes[2].legend(fontsize=7)
-    ctx.save_figure(fig, "kernels")
+    axes[2].legend()
+    ctx.save_figure(fig, "kernels", claims=["adapted-kernel-identity", "rank-loss-corrected-prop-2.5"], paper_figure="Chen & Munoz Ewald 2024, Prop 2.4 and Prop 2.5 (corrected; no figure)",
+                    caption="Left: the NTK Gram matrix D D^T; middle: the adapted kernel, the identity; right: under rank loss the outputs leave the straight line as the corrected Prop 2.5 predicts (dashed).")
+
+
+def _paths_animation(ctx: RunContext, tr, n: int) -> None:
+    """The outputs of the tanh twin's adapted flow in the plane of the first two output coordinates,
+    moving from x(0) along straight lines to their targets (GIF from the recorded trajectory)."""
+    from matplotlib.animation import FuncAnimation
+
+    if tr.outputs is None or tr.outputs.shape[0] < 3:
+        return
+    xs = _np(tr.outputs).reshape(tr.outputs.shape[0], n, -1)
+    x0, y = _np(tr.x0).reshape(n, -1), _np(tr.y).reshape(n, -1)
+    if xs.shape[2] < 2:
+        return
+    t = _np(tr.t)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), constrained_layout=True)
+    for i in range(n):
+        ax.plot([x0[i, 0], y[i, 0]], [x0[i, 1], y[i, 1]], ":", c="0.5", lw=0.8)
+    ax.scatter(y[:, 0], y[:, 1], marker="*", s=90, c="k", label="targets y", zorder=3)
+    trails = [ax.plot([], [], c=f"C{i % 8}", lw=1.5)[0] for i in range(n)]
+    heads = ax.scatter(xs[0, :, 0], xs[0, :, 1], s=22, c=[f"C{i % 8}" for i in range(n)], zorder=4, label="outputs x(t)")
+    ax.set(xlabel="output coordinate 1", ylabel="output coordinate 2")
+    ax.legend(loc="best", fontsize=7)
+    title = ax.set_title("")
+
+    def draw(k: int) -> None:
+        for i, line in enumerate(trails):
+            line.set_data(xs[: k + 1, i, 0], xs[: k + 1, i, 1])
+        heads.set_offsets(xs[k, :, :2])
+        title.set_text(f"adapted flow (tanh twin): t = {t[k]:.3f}")
+
+    anim = FuncAnimation(fig, draw, frames=len(t))
+    ctx.save_animation(anim, "paths_flow", fps=6, claims=["smooth-straight-line"], paper_figure="Chen & Munoz Ewald 2024, Thm 2.3",
+                       caption="The adapted flow's outputs (first two coordinates of each sample) from the run's recorded trajectory: each moves on the straight line (dotted) from x(0) to its target (star).")
 
 
 EXPERIMENT = Experiment(
     name="adapted-flow",
     summary="adapted flow: C(s) = e^{-2s/N} C(0), straight output paths in t (tanh; ReLU at least until the first activation boundary predicted by Euler); corrected Prop 2.5 under rank loss; shared equilibria; adapted kernel = identity against autograd; mixed-precision defect recomputed",
     source=SOURCE,
+    question="Under the adapted gradient flow, does the cost decay exactly like e^{-2s/N} with the network's outputs moving on straight lines to their targets, and what changes under rank loss?",
+    theory=("theory/adapted-flow.md", "theory/errata.md"),
     config=Config,
     run=run,
     quick={"widths": [4, 64, 3], "per_class": 3, "step": 0.02, "log_points": 15},

@@ -150,33 +150,60 @@ def _picture(ax: plt.Axes, data: ClassificationData, state: EffectiveState, titl
     ax.scatter(*coords(tau[some & ~full]), s=10, c="tab:orange", label="partially")
     ax.scatter(*coords(tau[full]), s=18, c="tab:red", label="fully truncated")
     ax.scatter(*coords(y[None]), marker="*", s=120, c="k", label="ỹ")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
 
 
 def _figures(ctx: RunContext, Q: int, data: ClassificationData, tr: Trajectory, s1: float, k_full: list[int], rate: list[float]) -> None:
-    """Pictures at ``s = 0``, before, at and after ``s_1`` (as on the seed slides), and the rate and loss curves."""
-    s_end = float(tr.s[-1])
+    """Pictures at ``s = 0``, before, at and after ``s_1`` (as on the seed slides), the rate and loss curves, and (in R^2) the animation."""
+    tag, s_end = f"R{Q}", float(tr.s[-1])
     times = [0.0, 0.5 * s1, s1, min(s1 + 1.5, s_end)]
     titles = ["s = 0", f"s = {times[1]:.3f} < s_1", f"s_1 = {s1:.3f}", f"s = {times[3]:.3f} > s_1"]
-    fig = plt.figure(figsize=(13, 3.4))
+    fig = plt.figure(figsize=(12, 3.6), constrained_layout=True)
     for j, (s, title) in enumerate(zip(times, titles)):
         ax = fig.add_subplot(1, 4, j + 1, projection="3d" if Q == 3 else None)
         _picture(ax, data, tr.state_at(s), title)
-    fig.axes[0].legend(fontsize=6, loc="best")
+    fig.axes[0].legend(loc="best")
     fig.suptitle(f"truncated cluster tau(x) in R^{Q} under the effective flow")
-    ctx.save_figure(fig, f"truncation_R{Q}")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ctx.save_figure(fig, f"truncation_{tag}", claims=[f"{tag}-s1-bound", f"{tag}-collapsed"], paper_figure="Chen 2025, Prop 4.2 and §4.3 (no figure; the seed talk's truncation pictures)",
+                    caption=f"The cluster's image tau(x) in R^{Q} at s = 0, half-way to s_1, at s_1 and after: points are truncated coordinate by coordinate until all collapse onto ỹ (star).")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
     s_np = tr.s.cpu().numpy()
     a1.plot(s_np, np.array(k_full) / data.num_samples, label="fully truncated k/N")
     a1.plot(s_np, rate, label="mean of J0perp (rate of the bias flow)")
     a1.axvline(s1, ls="--", c="k", lw=0.8)
     a1.set_xlabel("s")
-    a1.legend(fontsize=7)
+    a1.legend()
     a2.semilogy(s_np, tr.loss.cpu().numpy())
     a2.axvline(s1, ls="--", c="k", lw=0.8)
     a2.set_xlabel("s")
     a2.set_ylabel("input-space loss")
-    ctx.save_figure(fig, f"rate_and_loss_R{Q}")
+    ctx.save_figure(fig, f"rate_and_loss_{tag}", claims=[f"{tag}-loss-monotone", f"{tag}-rate-one"], paper_figure="Chen 2025, Prop 4.2 (4.36)-(4.37) (no figure)",
+                    caption=f"Left: the fraction of fully truncated points and the bias flow's rate, which reaches 1 at s_1 (dashed). Right: the input-space loss, non-increasing along the flow (R^{Q}).")
+    if Q == 2:
+        _animation(ctx, data, tr, s1, min(s1 + 1.5, s_end))
+
+
+def _animation(ctx: RunContext, data: ClassificationData, tr: Trajectory, s1: float, s_stop: float, frames: int = 40) -> None:
+    """The R^2 cluster's image tau(x) along the computed orbit from s = 0 to past s_1 (GIF, a few hundred KB)."""
+    from matplotlib.animation import FuncAnimation
+
+    grid = np.concatenate([np.linspace(0.0, s1, 2 * frames // 3, endpoint=False), np.linspace(s1, s_stop, frames - 2 * frames // 3)])  # the truncation gets most frames
+    states = [(float(s), tr.state_at(float(s))) for s in grid]
+    pts = [forward_pass(st, data.X).ys[-1].cpu().numpy() for _, st in states] + [data.X.cpu().numpy(), data.Y[0].cpu().numpy()[None]]
+    lo, hi = np.min([p.min(0) for p in pts], axis=0), np.max([p.max(0) for p in pts], axis=0)
+    pad = 0.05 * (hi - lo)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), constrained_layout=True)
+
+    def draw(i: int) -> None:
+        ax.clear()
+        s, st = states[i]
+        _picture(ax, data, st, f"s = {s:.2f}" + (" >= s_1: collapsed" if s >= s1 else f" < s_1 = {s1:.2f}"))
+        ax.set(xlim=(lo[0] - pad[0], hi[0] + pad[0]), ylim=(lo[1] - pad[1], hi[1] + pad[1]))
+        ax.legend(loc="upper left", fontsize=7)
+
+    anim = FuncAnimation(fig, draw, frames=len(states))
+    ctx.save_animation(anim, "truncation_R2_flow", fps=8, claims=["R2-s1-bound", "R2-collapsed"], paper_figure="Chen 2025, §4.3 (dynamical truncation)",
+                       caption="The effective flow truncating the cluster in R^2, from the run's own orbit: blue points are untruncated, orange partially, red fully truncated; after s_1 all lie on ỹ (star).")
 
 
 def _rk4_error(cfg: Config) -> float:
@@ -327,6 +354,8 @@ EXPERIMENT = Experiment(
     name="effective-dynamics",
     summary="clusters in R^2, R^3 are truncated by the effective flow, fully at a finite s_1 within Prop 4.2's bound, then collapse at rate 1",
     source=SOURCE,
+    question="Does the effective gradient flow truncate a cluster coordinate by coordinate until it is fully truncated at a finite s_1 within Prop 4.2's bound, and then collapse it onto its label at rate exactly 1?",
+    theory=("theory/effective-flow.md", "theory/errata.md"),
     config=Config,
     run=run,
     quick={"points": 16, "s_end": 4.0, "step": 0.02},

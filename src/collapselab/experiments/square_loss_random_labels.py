@@ -200,19 +200,27 @@ def _test_error_claim(ctx: RunContext, cfg: Config, finals: list[dict[str, Any]]
 
 
 def _figures(ctx: RunContext, finals: list[dict[str, float]]) -> None:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     fractions = sorted({f["fraction"] for f in finals})
     for i, r in enumerate(fractions):
         for j, f in enumerate(x for x in finals if x["fraction"] == r):
             a.semilogy(range(1, len(f["rho_series"]) + 1), f["rho_series"], color=f"C{i}", alpha=0.7, label=f"random {r:g}" if j == 0 else None)
     a.set(xlabel="epoch", ylabel="rho")
-    a.legend(fontsize=7)
+    a.legend()
     b.plot([f["fraction"] for f in finals], [1.0 / f["rho"] for f in finals], "o", label="1 / rho")
     b.set(xlabel="fraction of random labels", ylabel="1 / rho")
     b2 = b.twinx()
     b2.plot([f["fraction"] for f in finals], [f["test_error"] for f in finals], "s", color="C3")
     b2.set_ylabel("test error", color="C3")
-    ctx.save_figure(fig, "random_labels")
+    b2.grid(False)
+    ctx.save_figure(fig, "random_labels", claims=["rho-grows-with-random-labels", "test-error-grows-with-random-labels"], paper_figure="Rangamani et al. 2022, Figs 11, 13",
+                    caption="Left: rho against the epoch by fraction of random labels, one line per seed. Right: the final 1/rho (circles) and test error (squares) against the fraction.")
+    ends = {r: float(np.median([f["rho"] for f in finals if f["fraction"] == r])) for r in fractions}
+    ctx.paper_value("asymptotic rho from the lowest to the highest fraction of random labels (20 % to 100 %)", paper={"rho_lowest": 80, "rho_highest": 120},
+                    source="Rangamani et al. 2022, Appendix (random labels, Fig. 13 text): rho increases from 80 to 120", ours={"rho_lowest": ends[fractions[0]], "rho_highest": ends[fractions[-1]]},
+                    claims=["rho-grows-with-random-labels"],
+                    differs=f"fractions {fractions[0]:g} to {fractions[-1]:g} (paper: 0.2 to 1); Fashion-MNIST classes (paper: two CIFAR-10 classes, 10000 images), fewer images and epochs (paper: 1000), "
+                            "so only the direction of the change is comparable, not rho's scale")
 
 
 EXPERIMENT = Experiment(
@@ -222,4 +230,6 @@ EXPERIMENT = Experiment(
     config=Config,
     run=run,
     quick={"tier": "quick"},
+    question="Trained with the square loss on partly random labels, does the CNN's final product norm rho grow with the fraction of random labels, and its test error with it?",
+    theory=("theory/square-loss.md",),
 )

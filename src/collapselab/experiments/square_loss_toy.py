@@ -180,9 +180,10 @@ def _claims_normalised_flow(ctx: RunContext, cfg: Config, V0: list[torch.Tensor]
     axes[0].legend(fontsize=7)
     axes[0].set_title("normalised toy flow (Lagrange), weight decay")
     axes[1].set_xlabel("t")
-    axes[1].legend(fontsize=7)
+    axes[1].legend()
     axes[1].set_title("margin spread")
-    ctx.save_figure(fig, "normalised_flow")
+    ctx.save_figure(fig, "normalised_flow", claims=["rho-grows-from-small", "rho-shrinks-from-large", "unit-norm-multiplier"], paper_figure="Rangamani et al. 2022, Sec. 3 (toy model; no figure)",
+                    caption="The normalised toy flow with weight decay: rho from a small and a large initialisation settles at the same rho_eq (left) while the margins' spread shrinks (right).")
     _claim_unit_norm(ctx, cfg, V0, X, y, inits["large"])
 
 
@@ -243,9 +244,10 @@ def _claims_unnormalised_flow(ctx: RunContext, cfg: Config, Ws: list[torch.Tenso
         ax.plot(t.cpu(), gaps[:, 1:].cpu(), label=[f"|W_{k + 2}|^2-|W_1|^2, lam={lam:g}" for k in range(gaps.shape[1] - 1)])
         ax.plot(t.cpu(), equal_growth(gaps[0, 1:], lam, t[:, None]).cpu(), "k:", lw=0.8)
     ax.set_xlabel("t")
-    ax.legend(fontsize=7)
+    ax.legend()
     ax.set_title("equal growth (Lemma 10; dotted: e^{-2 lam t} law)")
-    ctx.save_figure(fig, "equal_growth")
+    ctx.save_figure(fig, "equal_growth", claims=["equal-growth-lam0", "equal-growth-lam0.05", "unnormalised-rate-lam0", "unnormalised-rate-lam0.05"], paper_figure="Rangamani et al. 2022, Lemma 10 (no figure)",
+                    caption="Equal growth of the layer norms (Lemma 10): the differences of squared Frobenius norms stay constant without weight decay and follow e^{-2 lam t} with it (dotted).")
 
 
 def _claims_at_states(ctx: RunContext, lam: float, states: list[list[torch.Tensor]], X: torch.Tensor, y: torch.Tensor) -> None:
@@ -303,6 +305,8 @@ EXPERIMENT = Experiment(
     name="square-loss-toy",
     summary="the square-loss toy model's predictions (rho_eq, Lemmas 2, 9, 10, the GD recursion, Theorem 3 with a bias, BN invariance) against simulated flows and direct minimisation",
     source=SOURCE,
+    question="Do the square-loss toy model's predictions (rho_eq, Lemmas 2, 9 and 10, the gradient-descent recursion, Theorem 3 with a bias, batch-norm invariance) hold against simulated flows and direct minimisation?",
+    theory=('theory/square-loss.md',),
     config=Config,
     run=run,
     quick={"t_final": 60.0, "norm_t": 5.0, "unnormalised_t": 3.0, "ufm_starts": 2},

@@ -195,14 +195,17 @@ def run(ctx: RunContext) -> None:
     ax.semilogy(times, dist, label="|W(s) - W_inf| (autograd flow)")
     ax.semilogy(times, env, "--", label="exp(-lambda_min(A) s) |W(0) - W_inf|")
     ax.set_xlabel("s")
-    ax.legend(fontsize=7)
-    ctx.save_figure(fig, "clustered_closed_form")
+    ax.legend()
+    ctx.save_figure(fig, "clustered_closed_form", claims=["closed-form", "rate", "limit-cost"], paper_figure="Chen 2025, Thm 9.1 (no figure)",
+                    caption="Distance of the network's gradient flow to its limit against s (log scale), with the closed form (9.10) and its envelope exp(-lambda_min(A) s) (dashed).")
 
 
 EXPERIMENT = Experiment(
     name="standard-loss-clustered",
     summary="untruncated clusters under the standard loss: the network's gradient flow follows the closed form (9.10) to CE23's barycentric cost",
     source=SOURCE,
+    question="For untruncated clusters under the standard loss, does the network's gradient flow follow the closed form (9.10) to CE23's barycentric cost?",
+    theory=('theory/effective-flow.md', 'theory/minimizers.md'),
     config=Config,
     run=run,
     quick={"per_class": 10, "points": 11},

@@ -149,15 +149,18 @@ def run(ctx: RunContext) -> None:
     a1.set_xlabel("s")
     a1.legend(fontsize=7)
     a2.semilogy(s, np.maximum(drift.cpu().numpy(), 1e-17))
-    a2.set_title("max |Lambda(s) - Lambda(0)|", fontsize=9)
+    a2.set_title("max |Lambda(s) - Lambda(0)|")
     a2.set_xlabel("s")
-    ctx.save_figure(fig, "collapsed_standard_loss")
+    ctx.save_figure(fig, "collapsed_standard_loss", claims=["conserved", "rate-bound", "bounded-orbit"], paper_figure="Chen 2025, Prop 8.3, Thm 8.4 (no figure)",
+                    caption="Collapsed clusters under the standard loss: the cost decays at least at rate 2 lambda (left) while Lambda = W^T W - X X^T stays conserved to round-off (right).")
 
 
 EXPERIMENT = Experiment(
     name="standard-loss-collapsed",
     summary="collapsed clusters under the standard loss: W^T W - X X^T is conserved and C decays at least at rate 2 lambda",
     source=SOURCE,
+    question='For clusters collapsed to points under the standard loss, is W^T W - X X^T conserved and does the cost decay at least at rate 2 lambda?',
+    theory=('theory/effective-flow.md',),
     config=Config,
     run=run,
     quick={"classes": 3, "s_end": 4.0, "points": 21},

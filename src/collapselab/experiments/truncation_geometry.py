@@ -158,7 +158,8 @@ def run(ctx: RunContext) -> None:
     claim("fixed-sector", "fixed_points", "tau(x) = x on the sector S_+", "Chen 2025 (2.14)", "the points themselves, constructed in S_+ as x = W^{-1}(u - b), u > 0")
     claim("collapse-sector", "collapse", "tau(x) = -beta on the sector S_-", "Chen 2025 (2.15), corrected: -beta, not beta", "-beta = -W^{-1} b, for points constructed in S_- as x = W^{-1}(u - b), u < 0")
     claim("layer-weights", "layer_weights", "W_l = W^(l) (W^(l-1))^+, b_l = b^(l) - W_l b^(l-1) inverts the cumulative parameters", "CE23 (2.43), (2.45)", "the drawn layer weights (W_l, b_l)")
-    ctx.save_figure(_picture(gen), "truncation_map")
+    ctx.save_figure(_picture(gen), "truncation_map", claims=["fixed-sector", "collapse-sector", "cone-form"], paper_figure="Chen 2025, (2.14)-(2.15); the seed talk's truncation pictures",
+                    caption="A truncation map tau of one ReLU layer in R^2: points of the sector S_+ stay fixed, points of S_- collapse to -beta, the rest are projected onto the cone's faces.")
 
 
 def _picture(gen: torch.Generator) -> plt.Figure:
@@ -186,6 +187,8 @@ EXPERIMENT = Experiment(
     name="truncation-geometry",
     summary="Composition identity, scaling/alignment invariance, sectors and the cone form of truncation maps hold to float64 round-off (eps x condition number).",
     source="CE23 Prop 2.2, CE24 Prop 3.2, Munoz Ewald 2025 Lemma 2.1, Chen 2025 (2.14)-(2.15)",
+    question='Do truncation maps compose, scale and align as CE23, CE24 and Chen 2025 state, with the sector and cone forms holding to float64 round-off?',
+    theory=('theory/minimizers.md', 'theory/effective-flow.md'),
     config=Config,
     run=run,
     quick={"trials": 10, "num_points": 50},
