@@ -61,5 +61,5 @@ def relu_problem():
 
 @pytest.fixture
 def make_tanh_map():
-    """Factory ``X -> OutputMap`` of spec T20's tanh net (widths [2, 4, 2], K = 22)."""
+    """Factory ``X -> OutputMap`` of the tanh net (widths [2, 4, 2], K = 22)."""
     return tanh_map

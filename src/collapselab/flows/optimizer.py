@@ -1,7 +1,7 @@
 """The adapted flow as an optimizer for any model: damped Gauss-Newton, ``C <= tol`` fast.
 
 The explicit Euler step of the adapted flow ``d theta/ds = -D^T (D D^T)^+ grad_x C``
-(seed 003 Lemma 2.2; spec/chen.md 5.1) with ``ds = h N`` is the minimum-norm Gauss-Newton
+(Chen & Munoz Ewald 2024 Lemma 2.2; docs/theory/adapted-flow.md) with ``ds = h N`` is the minimum-norm Gauss-Newton
 step
 
     theta <- theta - h D^T (D D^T)^+ (x[theta] - y),          0 < h <= 1,

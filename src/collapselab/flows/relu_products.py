@@ -1,6 +1,6 @@
 """``D v`` and ``D^T u`` of a ReLU MLP from its stored layer outputs, without autograd.
 
-For the network of spec/chen.md 0.3 (rows are samples, layer ``l`` is
+For the network of docs/theory/notation.md (rows are samples, layer ``l`` is
 ``z_l = x^(l-1) W_l^T + b_l``, ``x^(l) = relu(z_l)`` for hidden layers, ``x^(L+1) = z_{L+1}``)
 and ``theta = (vec W_1, b_1, ..., vec W_{L+1}, b_{L+1})`` (row-major,
 :func:`collapselab.core.network.flatten_params`), with ``h(z) = [x > 0]`` (Heaviside,
