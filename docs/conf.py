@@ -53,6 +53,7 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "remove_config_comments": True,
     "within_subsection_order": "FileNameSortKey",
+    "write_computation_times": False,  # its page loads DataTables from a CDN; the docs stay offline
 }
 
 html_theme = "furo"
@@ -155,8 +156,8 @@ def _generate(app) -> None:  # noqa: ANN001
 def _constant_docstring(app, what, name, obj, options, lines):  # noqa: ANN001 (Sphinx's event signature)
     """A constant a package re-exports has no docstring of its own there, and autodoc falls back to
     its type's (``dict``'s); take the ``#:`` or string docstring from the module that defines it."""
-    doc = type(obj).__doc__
-    if what not in ("data", "attribute") or not lines or not doc or lines[0].strip() != doc.strip().splitlines()[0].strip():
+    doc = getattr(type(obj), "__doc__", None)
+    if what not in ("data", "attribute") or not lines or not isinstance(doc, str) or not doc.strip() or lines[0].strip() != doc.strip().splitlines()[0].strip():
         return
     from sphinx.pycode import ModuleAnalyzer
 
