@@ -1,6 +1,7 @@
 """Nothing in the repository points outside it: no file refers to the development notes
-(``spec/``, ``shared/``), which a clone does not have. The theory, its errata ledger and the data
-sets are documented in docs/ (docs/theory/*.md, docs/datasets.md); cite those pages instead.
+(``spec/``, ``shared/``), which a clone does not have, or to an internal issue number ("issue 5").
+The theory, its errata ledger, the data sets and the benchmarks are documented in docs/
+(docs/theory/*.md, docs/datasets.md, docs/benchmarks/*.md); cite the paper and those pages instead.
 
 Every file git tracks is scanned (all of the checkout when git is unavailable), this one excepted.
 """
@@ -13,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTSIDE = re.compile(r"(?<![\w./-])(?:\.\./)*(?:shared|spec)/|\bspec\s+(?:\w+\.md|erratum|errata|\d+\.\d+)")
+OUTSIDE = re.compile(r"(?<![\w./-])(?:\.\./)*(?:shared|spec)/|\bspec\s+(?:\w+\.md|erratum|errata|\d+\.\d+)|\bissues?[- ]#?\d+", re.I)
 
 
 def _files() -> list[Path]:
@@ -37,4 +38,4 @@ def test_no_file_points_outside_the_repository() -> None:
         for lineno, line in enumerate(text.splitlines(), 1):
             if OUTSIDE.search(line):
                 found.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()[:120]}")
-    assert not found, "references to files outside the repository (cite the paper and docs/theory/*.md instead):\n" + "\n".join(found)
+    assert not found, "references outside the repository (cite the paper and the docs page instead):\n" + "\n".join(found)

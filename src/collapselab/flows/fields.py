@@ -15,7 +15,7 @@ field                 ``d theta / ds``                             ``dx / ds``
 ``prescribed(path)``  ``D^+ xdot(s) = D^T G^+ xdot(s)``             ``P xdot(s)`` (§3.1, (3.2)-(3.5))
 ====================  ===========================================  ==========================================
 
-The adapted row covers all three cases of the issue with one formula: full rank
+The adapted row covers all three cases with one formula: full rank
 (``G^+ = G^{-1}``, Thm C'24), rank loss (``psi = G^+ g`` is the minimum-norm solution of
 the DAE ``G psi = P g``, Chen & Munoz Ewald 2024 (2.21)-(2.22)) and the underparametrised case
 ``K < QN`` (``D^T G^+ = (D^T D)^{-1} D^T = D^+`` when ``rank D = K``); all equal ``D^+ g``.

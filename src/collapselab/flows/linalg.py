@@ -217,7 +217,7 @@ DEFAULT_SHIFT = 1e-6
 units of roundoff, above the backward error of a float32 Cholesky of a well-scaled Gram (so the
 factorisation succeeds even for a singular ``G``, and the refinement contracts on every
 eigendirection), and small enough that the refinement contracts by at least 1/2 per sweep on
-eigenvalues ``>= sigma``. Measured on the issue-5 benchmark: trying the unshifted Gram first
+eigenvalues ``>= sigma``. Measured on the adapted-flow benchmark (docs/benchmarks/performance.md): trying the unshifted Gram first
 gave no fewer steps and cost a failed factorisation where it turns singular (sixth step,
 ``cond G ~ 1e8``): starting shifted was 5-10% faster."""
 

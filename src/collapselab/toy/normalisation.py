@@ -165,7 +165,7 @@ def margins(outputs: torch.Tensor, labels: torch.Tensor, rho: float | torch.Tens
     outputs: ``(N, Q)`` with ``Q >= 2`` (any float dtype; gradients flow through);
     labels: ``(N,)`` integers in ``[0, Q)``; rho: scalar (e.g. :func:`rho` of the model).
     For ``Q = 2`` this is Rangamani et al. 2021's ``y_n f_n`` with ``y = +1`` for class 0 (the authors'
-    ``y_n (out_0 - out_1) / rho``). Spec neural_collapse.md, square-loss quantities.
+    ``y_n (out_0 - out_1) / rho``); docs/theory/square-loss.md.
     """
     where = "margins"
     out = as_tensor(outputs, "outputs", where)

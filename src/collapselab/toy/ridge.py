@@ -144,7 +144,7 @@ class UFMOptimum:
 def ufm_mse_optimum(num_classes: int, num_per_class: int, lam: float) -> UFMOptimum:
     """Closed-form optimum of ``(1/2) sum_n |W h_n + b - y_n|^2 + (lam/2)(|W|^2 + |H|^2)``.
 
-    Spec square_loss_and_ulpm.md: for ``lam < sqrt(N)`` the optimum is collapsed with
+    docs/theory/square-loss.md: for ``lam < sqrt(N)`` the optimum is collapsed with
     ``eps* = lam (C-1) / (C sqrt N)``, ``W^c = sqrt(N) (mu_c - mu_G)``, ``mu_G = 0``,
     ``b = 1/C`` and ``<W^c, mu_c - mu_G> = p = (C-1)/C - eps*``; the loss is
     ``C^2 N eps*^2 / (2 (C-1)) + lam C sqrt(N) p``. (Derivation: per class the squared
