@@ -1,17 +1,17 @@
-# Two set-up commands for a new user: `make run` and `make test` (see README.md).
+# Set-up commands for a new user: `make run`, `make test` and `make docs` (see README.md).
 PYTHON ?= python3.11
 VENV   := .venv
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install data fashion-mnist browser chromium clean benchmarks
+.PHONY: run test install data fashion-mnist browser chromium clean benchmarks docs catalogue
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[test]'
+	$(PIP) install --quiet -c constraints.txt -e '.[test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -45,10 +45,20 @@ test: $(STAMP) data browser
 	$(VENV)/bin/python -m pytest -q tests
 	$(NUMERICS_ENV) $(VENV)/bin/python -m pytest -q -m numerics tests
 
+# The documentation site (docs/_build/html/index.html), built strictly: a warning, a broken
+# reference, a missing page or a failing tutorial is an error. tests/docs runs the same build.
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
+# The experiments catalogue (docs/reference/experiments.md and experiments-claims.json) from quick
+# runs at seed 0; tests/docs/test_catalogue.py fails until it is rerun after a claim changes.
+catalogue: $(STAMP) data
+	$(VENV)/bin/python docs/_tools/catalogue.py claims
+
 # Benchmarks print ratios against baselines timed in the same process (slow; not part of CI).
 benchmarks: $(STAMP) data
 	$(PIP) install --quiet -c constraints.txt -e '.[bench]'
 	for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .hypothesis docs/_build docs/generated

@@ -1,6 +1,6 @@
 """Benchmark: the adapted flow (``collapselab.flows.fit``) against standard optimizers, one process.
 
-The fixed problem of issue 5: inputs M = 16, Q = 4, N = 256 (64 per class), class
+The fixed problem (docs/benchmarks/performance.md): inputs M = 16, Q = 4, N = 256 (64 per class), class
 centres 2 * standard normal (numpy ``default_rng(0)``), points = centre + standard normal;
 net Linear(16,64)-ReLU-Linear(64,64)-ReLU-Linear(64,4), PyTorch default init after
 ``torch.manual_seed(0)``, float64; cost C = (1/2N)|f(X) - Y|^2 with one-hot Y. Every

@@ -1,4 +1,4 @@
-"""Benchmark: explicit CE23 construction for N = 10^6 points, Q = M = 10 (issue 4: target < 2 s).
+"""Benchmark: explicit CE23 construction for N = 10^6 points, Q = M = 10 (target < 2 s; docs/benchmarks/performance.md).
 
 Times, in one process and on the same data,
 

@@ -1,4 +1,4 @@
-"""Benchmark: the effective flow without backpropagation vs autograd on the input-space loss (issue 6).
+"""Benchmark: the effective flow without backpropagation vs autograd on the input-space loss (docs/benchmarks/performance.md).
 
 Q = 10 clusters of 1000 points in R^10, one aligned layer per cluster, cluster-separated
 truncations (Chen 2025 Thm 3.2). In one process, the same RKMK4 integrator (same steps, same

@@ -1,4 +1,4 @@
-"""Benchmark: jaxopt's GaussNewton and LevenbergMarquardt on the adapted-flow problem of issue 5.
+"""Benchmark: jaxopt's GaussNewton and LevenbergMarquardt on the adapted-flow benchmark problem (docs/benchmarks/performance.md).
 
 An importable module (``benchmarks/adapted_flow.py`` takes its jaxopt rows from here) and a
 script for the detailed study of jaxopt's settings and drivers:

@@ -1,4 +1,4 @@
-"""Benchmark: neural-collapse metrics on N x d float32 features (issue 3).
+"""Benchmark: neural-collapse metrics on N x d float32 features (docs/benchmarks/performance.md).
 
 In one process, on the same data, times
   * ours, streaming: one pass of ``CollapseStatistics`` (with the classifier) + ``report``;
@@ -7,7 +7,7 @@ In one process, on the same data, times
   * reference:       a plain two-pass numpy float64 implementation written here (class
                      loops, d x d pseudo-inverse, scipy cdist for NC4), and a public-style one
                      (batches of 128, (B, d, d) outer products; timed on 4096 samples, scaled);
-and prints ratios (issue 3's targets: the exact pipeline on C=100 in at most 1.5x the GEMM,
+and prints ratios (the targets: the exact pipeline on C=100 in at most 1.5x the GEMM,
 and at least 10x faster than the two-pass reference). Then the tracker overhead: one training
 epoch of a small CNN with and without ``CollapseTracker`` on the input of its last layer.
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{c['ratio_streaming_over_gemm']:>12.2f} {c['ratio_exact_over_gemm']:>11.2f} {c['speedup_streaming_vs_numpy']:>13.1f} "
               f"{c['speedup_exact_vs_numpy']:>12.1f} {c['speedup_exact_vs_public_style']:>13.1f} "
               f"{c['max_relative_difference_vs_numpy']:>13.1e}")
-    print("ratios (issue 3: exact pipeline at C=100 <= 1.5x one float64 X^T X GEMM; >= 10x faster than the numpy two-pass):")
+    print("ratios (targets: exact pipeline at C=100 <= 1.5x one float64 X^T X GEMM; >= 10x faster than the numpy two-pass):")
     for c in result["cases"]:
         meets = "meets" if c["ratio_exact_over_gemm"] <= 1.5 else "MISSES"
         print(f"  C={c['classes']:<4} pipeline/GEMM: one-pass {c['ratio_streaming_over_gemm']:.2f}x, exact {c['ratio_exact_over_gemm']:.2f}x "

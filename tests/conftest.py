@@ -62,3 +62,29 @@ def npz(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "clusters.npz"
     np.savez(path, X=data.X.numpy(), labels=data.labels.numpy())
     return path
+
+
+def _catalogue_module():
+    """docs/_tools/catalogue.py, the experiments catalogue of the documentation."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "_tools" / "catalogue.py"
+    spec = importlib.util.spec_from_file_location("collapselab_docs_catalogue", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def claims_catalogue():
+    """``check(result)``: a quick run's claims (ids, sources, references, tolerance reasons,
+    numbers masked) match the experiments catalogue of the docs (docs/reference/experiments.md);
+    rerun ``make catalogue`` after changing a claim."""
+    module = _catalogue_module()
+
+    def check(result):
+        problems = module.differences(result.experiment, result.claims)
+        assert not problems, "\n".join(problems)
+
+    return check

@@ -84,7 +84,7 @@ def test_collapsed_etf_gives_zero():
               "ulpm_within_class_variation", "margin_std"):
         assert abs(getattr(rep, k)) < 1e-12, k
     assert rep.accuracy == 1.0 and rep.ncc_accuracy == 1.0 and rep.rank == C - 1
-    # the margin of a collapsed ETF pair: |w| |h| (1 + 1/(C-1)) (seed 004, proof of Lemma 3.1);
+    # the margin of a collapsed ETF pair: |w| |h| (1 + 1/(C-1)) (Ji et al. 2022, proof of Lemma 3.1);
     # etf_features returns M already scaled: |h| = 3, |w| = 1.5
     assert rep.nc_margin == pytest.approx(1.5 * 3.0 * C / (C - 1), rel=1e-12)
 
@@ -120,7 +120,7 @@ def test_margin_std_is_accurate_for_a_large_mean_and_a_small_spread(batch):
 
 
 def test_nc_margin_bound_is_attained_at_collapse():
-    """Seed 004 Lemma 3.1: equality iff neural collapse, here with |w_c|^2 = n |h|^2."""
+    """Ji et al. 2022 Lemma 3.1: equality iff neural collapse, here with |w_c|^2 = n |h|^2."""
     C, d, n = 4, 6, 9
     data, M = etf_features(C, d, n, sigma=0.0, scale=2.0, seed=0)
     rep = collapse_report(data.X, data.labels, math.sqrt(n) * M)  # |h| = 2, |w| = 2 sqrt(n)

@@ -1,4 +1,4 @@
-"""A catalogue of problems with known explicit minimizers (STYLE.md 14).
+"""A catalogue of problems with known explicit minimizers.
 
 Each problem names a construction kind, builds its data deterministically, and says
 whether the construction reaches zero cost (``exact``) or a known positive value.

@@ -1,4 +1,4 @@
-"""The ``construct`` command, run in-process with a local Typer app (STYLE.md 15)."""
+"""The ``construct`` command, run in-process with a local Typer app."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CE23 Thm 2.3 and the local-minimum families (spec/chen.md 2; tests T4, T5, T7, T24)."""
+"""CE23 Thm 2.3 and the local-minimum families (docs/theory/minimizers.md)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _weighted_lstsq(T: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor, bias
 def test_t4_two_axes_collapse_points_from_the_formula() -> None:
     X, labels, _ = two_axes()
     result = construct_clustered(X, labels)
-    # independent computation of spec 2.3 step 3 with the documented mu rule:
+    # independent computation of docs/theory/minimizers.md step 3 with the documented mu rule:
     # x̄ = (1/2, 1/2), f_j = (x̄ - e_j)/|.|, delta = 0.05, D_j = |x̄ - e_j| = sqrt(2)/2 (the cone never binds:
     # the other mean lies on the axis), mu_j = -(2 delta sqrt(2) + sqrt(2)/2)/2, p_j = e_j - mu_j f_j.
     mu = -(2 * 0.05 * math.sqrt(2) + math.sqrt(2) / 2) / 2

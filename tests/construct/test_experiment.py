@@ -13,8 +13,9 @@ from collapselab.experiments.explicit_minimizers import _logged_steps
 
 
 @pytest.mark.parametrize("seed", [17, 101])
-def test_explicit_minimizers_quick(tmp_path, seed) -> None:
+def test_explicit_minimizers_quick(tmp_path, seed, claims_catalogue) -> None:
     result = run_experiment("explicit-minimizers", {"seed": seed}, out=tmp_path, quick=True, threads=1)
+    claims_catalogue(result)
     assert result.passed, [c for c in result.claims if c.passed is False]
     verdicts = {c.id: c.verdict for c in result.claims}
     for q in (2, 3):

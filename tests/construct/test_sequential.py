@@ -1,4 +1,4 @@
-"""CE24 Thm 5.2 and Prop 4.1 (spec/chen.md 3; tests T8, T9, T10) and the max-margin LP."""
+"""CE24 Thm 5.2 and Prop 4.1 (docs/theory/minimizers.md) and the max-margin LP."""
 
 from __future__ import annotations
 

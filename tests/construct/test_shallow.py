@@ -1,4 +1,4 @@
-"""Shallow construction, delta_P and the barycentric least squares (spec/chen.md 2.4, 4; tests T6, T11)."""
+"""Shallow construction, delta_P and the barycentric least squares (docs/theory/minimizers.md)."""
 
 from __future__ import annotations
 

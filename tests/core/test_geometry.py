@@ -1,5 +1,5 @@
 """Truncation geometry against the network it describes and against closed forms
-(spec/chen.md 0.3, 1.2, 1.4, 3.4 and the test cases T1-T3 of section 6)."""
+(docs/theory/notation.md, effective-flow.md and minimizers.md)."""
 
 from __future__ import annotations
 
@@ -109,10 +109,10 @@ def test_truncation_closed_forms():
     beta = cumulative_beta(W, b)
     assert float((W @ beta - b).abs().max()) < 1e-13
     X = 3 * torch.randn(300, n, dtype=f64, generator=_gen(10))
-    # invertible form: W^{-1} relu(W (x + beta)) - beta (spec 0.3)
+    # invertible form: W^{-1} relu(W (x + beta)) - beta (docs/theory/notation.md)
     inv_form = torch.linalg.solve(W, torch.relu((X + beta) @ W.T).T).T - beta
     assert float((truncation(X, W, b) - inv_form).abs().max()) < 1e-12
-    # identity on S_+ and the constant -beta on S_- (spec 1.2, (2.14)/(2.15))
+    # identity on S_+ and the constant -beta on S_- (docs/theory/effective-flow.md, (2.14)/(2.15))
     pts_plus = torch.linalg.solve(W, (torch.rand(20, n, dtype=f64, generator=_gen(11)) - b).T).T
     pts_minus = torch.linalg.solve(W, (-torch.rand(20, n, dtype=f64, generator=_gen(12)) - b).T).T
     assert float((truncation(pts_plus, W, b) - pts_plus).abs().max()) < 1e-12
@@ -171,7 +171,7 @@ def test_singular_cumulative_weights_raise():
 
 
 def test_kernel_nesting_violation_raises():
-    # spec erratum E6: independently prescribed W^(1) (3x4) and W^(2) (2x4) with
+    # erratum E6, docs/theory/errata.md: independently prescribed W^(1) (3x4) and W^(2) (2x4) with
     # ker W^(1) not inside ker W^(2) are not the cumulative weights of any network
     W1 = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]], dtype=f64)
     W2 = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 1.0]], dtype=f64)

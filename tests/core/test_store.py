@@ -1,4 +1,4 @@
-"""Run folders (DESIGN.md "Run folders"): append-only flushed metrics, a fixed header,
+"""Run folders (docs/reference/run-folders.md): append-only flushed metrics, a fixed header,
 atomic claims and checkpoints, and resume that drops rows logged after the checkpoint."""
 
 from __future__ import annotations

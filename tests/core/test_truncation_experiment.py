@@ -11,8 +11,9 @@ from collapselab.experiments import run_experiment
 
 
 @pytest.mark.parametrize("seed", [2, 9, 777])
-def test_truncation_geometry_quick_passes_at_every_seed(tmp_path, seed) -> None:
+def test_truncation_geometry_quick_passes_at_every_seed(tmp_path, seed, claims_catalogue) -> None:
     result = run_experiment("truncation-geometry", {"seed": seed}, out=tmp_path, quick=True, threads=1)
+    claims_catalogue(result)
     assert len(result.claims) == 8
     assert all(c.passed for c in result.claims), [(c.id, c.measured) for c in result.claims if not c.passed]
     assert all(c.reference and c.tolerance_reason for c in result.claims)

@@ -1,4 +1,4 @@
-"""T16: the exact piecewise-exponential bias flow at fixed R (spec/chen.md 1.8) against ODE solvers."""
+"""The exact piecewise-exponential bias flow at fixed R (docs/theory/effective-flow.md) against ODE solvers."""
 
 import numpy as np
 import pytest

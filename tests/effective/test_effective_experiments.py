@@ -23,8 +23,9 @@ SEEDS = (3, 14, 159)
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("name", sorted(FIGURES))
-def test_quick_variant_passes_at_several_seeds(name, seed, tmp_path):
+def test_quick_variant_passes_at_several_seeds(name, seed, tmp_path, claims_catalogue):
     r = run_experiment(name, {"seed": seed}, out=tmp_path, quick=True, show_progress=False, threads=1)
+    claims_catalogue(r)
     failed = [(c.id, c.measured, c.expected) for c in r.claims if c.passed is False]
     assert r.claims and not failed
     assert all(c.passed for c in r.claims), [c.id for c in r.claims if not c.passed]

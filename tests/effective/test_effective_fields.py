@@ -1,4 +1,4 @@
-"""T12-T15 of spec/chen.md section 6: the effective right-hand sides against finite differences."""
+"""The effective right-hand sides (Chen 2025 Thm 3.2, Cor 3.5, Thm 5.1; docs/theory/effective-flow.md) against finite differences."""
 
 import pytest
 import torch

@@ -10,7 +10,7 @@ from collapselab.flows import OutputMap
 
 
 def tanh_map(X: torch.Tensor) -> OutputMap:
-    """Spec T20's tanh net: widths [2, 4, 2], K = 22 parameters."""
+    """A tanh net: widths [2, 4, 2], K = 22 parameters."""
 
     def f(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         W1, b1 = theta[:8].reshape(4, 2), theta[8:12]
@@ -61,5 +61,5 @@ def relu_problem():
 
 @pytest.fixture
 def make_tanh_map():
-    """Factory ``X -> OutputMap`` of spec T20's tanh net (widths [2, 4, 2], K = 22)."""
+    """Factory ``X -> OutputMap`` of the tanh net (widths [2, 4, 2], K = 22)."""
     return tanh_map

@@ -21,8 +21,9 @@ IDS = {
 
 
 @pytest.mark.parametrize("seed", [3, 11])
-def test_adapted_flow_quick_passes_at_every_seed(tmp_path, seed):
+def test_adapted_flow_quick_passes_at_every_seed(tmp_path, seed, claims_catalogue):
     result = run_experiment("adapted-flow", {"seed": seed}, out=tmp_path, quick=True, threads=1)
+    claims_catalogue(result)
     failed = [(c.id, c.measured, c.expected) for c in result.claims if not c.passed]
     assert not failed, failed
     assert {c.id for c in result.claims} == IDS
@@ -30,7 +31,7 @@ def test_adapted_flow_quick_passes_at_every_seed(tmp_path, seed):
     for name in ("loss", "paths", "kernels"):
         assert (result.path / "figures" / f"{name}.png").is_file()
     assert (result.path / "metrics.csv").read_text().startswith("part,alpha,s,t,cost,exponential_law,rank,deviation")
-    assert get_experiment("adapted-flow").source.startswith("seed 003")
+    assert get_experiment("adapted-flow").source.startswith("Chen & Munoz Ewald 2024")
 
 
 @pytest.mark.parametrize(("key", "value"), [("horizon", 1e9), ("horizon", math.inf), ("horizon", math.nan), ("step", 1e-9), ("per_class", 10**6), ("widths", [4, 10**6, 3]), ("alphas", [0.0, 2.0]), ("rtol", 0.5)])

@@ -1,4 +1,4 @@
-"""Spec T20-T22 and seed 003 §3.1: the fields against dense pseudo-inverses and closed forms."""
+"""Chen & Munoz Ewald 2024 §3.1: the fields against dense pseudo-inverses and closed forms."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_t20_adapted_flow_is_exponential(tanh_problem):
     assert float((tr.outputs - exact).abs().max()) < 1e-9
     assert float(((tr.cost - tr.predicted_cost()) / tr.cost[0]).abs().max()) < 1e-9
     assert bool((tr.rank == 6).all())
-    # in t = 1 - e^{-s/N} the path is the straight line (1 - t) x0 + t y (seed 003 Prop 2.4)
+    # in t = 1 - e^{-s/N} the path is the straight line (1 - t) x0 + t y (Chen & Munoz Ewald 2024 Prop 2.4)
     assert float((tr.outputs - tr.interpolation()).abs().max()) < 1e-9
 
 
@@ -70,7 +70,7 @@ def test_t22_rank_loss_dae_and_projector(duplicate_problem):
     assert torch.allclose(D @ ev.velocity, -P @ g, atol=1e-12)
     assert torch.allclose(ev.projector(), P, atol=1e-10)
     assert ev.defect == pytest.approx(float(torch.linalg.vector_norm(g - P @ g)), rel=1e-9)
-    # the DAE min-norm solution equals the parameter-space form (D^T D)^+ grad_theta C (seed 003 (2.26))
+    # the DAE min-norm solution equals the parameter-space form (D^T D)^+ grad_theta C (Chen & Munoz Ewald 2024 (2.26))
     assert torch.allclose(ev.velocity, parameter_form_adapted(D, D.T @ g, rtol=1e-10), atol=1e-10, rtol=1e-8)
     assert torch.equal(adapted_field(omap, theta, y), ev.velocity)
 
@@ -108,7 +108,7 @@ def test_prescribed_linear_path_reaches_targets(tanh_problem):
     assert ev.defect < 1e-12
     tr = integrate(path, omap, theta, y, 2.0, method="DOP853", rtol=1e-11, atol=1e-13)
     assert tr.ok
-    assert float((tr.outputs[-1] - y).abs().max()) < 1e-8  # x(T) = y (seed 003 (3.4)-(3.5))
+    assert float((tr.outputs[-1] - y).abs().max()) < 1e-8  # x(T) = y (Chen & Munoz Ewald 2024 (3.4)-(3.5))
 
 
 def test_make_field_and_errors(tanh_problem):

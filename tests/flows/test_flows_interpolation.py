@@ -1,4 +1,4 @@
-"""Spec T23 (seed 003 Prop 2.5, corrected; errata E8) against a direct ODE solve of (2.58)."""
+"""(Chen & Munoz Ewald 2024 Prop 2.5, corrected; erratum E8, docs/theory/errata.md) against a direct ODE solve of (2.58)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _rotating(P0: np.ndarray, generator):
 
 
 def _true_deviation(P, x0, y, times):
-    """Solve dx/dt = -(1/(1 - t)) P_t (x - y) (seed 003 (2.58)) directly and subtract the line."""
+    """Solve dx/dt = -(1/(1 - t)) P_t (x - y) (Chen & Munoz Ewald 2024 (2.58)) directly and subtract the line."""
     sol = solve_ivp(lambda t, x: -(P(t) @ (x - y)) / (1 - t), (0, times[-1]), x0, t_eval=times, method="DOP853", rtol=1e-12, atol=1e-14)
     return sol.y.T - ((1 - times)[:, None] * x0 + times[:, None] * y)
 

@@ -74,7 +74,7 @@ def test_structured_gram_with_dead_units_and_blocks_are_ntk(relu_problem):
     D = omap.jacobian(theta)
     G = omap.gram(theta, "structured")
     assert float(torch.linalg.matrix_norm(G - D @ D.T) / torch.linalg.matrix_norm(G)) < 1e-12
-    # block (i, j) is Theta(x_i, x_j) = Df(x_i) Df(x_j)^T (seed 003 (3.14)-(3.15))
+    # block (i, j) is Theta(x_i, x_j) = Df(x_i) Df(x_j)^T (Chen & Munoz Ewald 2024 (3.14)-(3.15))
     Di = torch.func.jacrev(lambda th: stacked_outputs(th, net.widths, omap.X[1:2]))(theta)
     Dj = torch.func.jacrev(lambda th: stacked_outputs(th, net.widths, omap.X[4:5]))(theta)
     assert torch.allclose(G[2:4, 8:10], Di @ Dj.T, atol=1e-12, rtol=1e-12)

@@ -1,4 +1,4 @@
-"""Toy-model flows (seed 002): back-propagation, Lemma 9 and eq. 8 along the flow, equal growth."""
+"""Toy-model flows (Rangamani et al. 2021): back-propagation, Lemma 9 and eq. 8 along the flow, equal growth."""
 
 import math
 

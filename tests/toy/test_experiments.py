@@ -16,8 +16,9 @@ def _failed(result):
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
-def test_quick_experiment_claims_pass(tmp_path, name):
+def test_quick_experiment_claims_pass(tmp_path, name, claims_catalogue):
     result = run_experiment(name, out=tmp_path, quick=True, show_progress=False, threads=1)
+    claims_catalogue(result)
     assert not _failed(result)
     assert len(result.claims) >= 20 and all(c.passed for c in result.claims)
     assert all(c.reference and c.tolerance_reason for c in result.claims)

@@ -38,7 +38,7 @@ def test_rho_is_product_of_frobenius_norms_and_f_is_rho_f_v():
     expected = math.prod(float(torch.linalg.norm(m.weight.detach())) for m in net if isinstance(m, nn.Linear))
     assert float(norm.rho) == pytest.approx(expected, rel=1e-14)
     assert float(rho(net)) == pytest.approx(expected, rel=1e-14)
-    # f_W = rho f_V by positive homogeneity (seed 002 sec. 3.3)
+    # f_W = rho f_V by positive homogeneity (Rangamani et al. 2021 sec. 3.3)
     normalised = _bias_free_net([4, 5, 3, 2])
     with torch.no_grad():
         for m, V in zip([m for m in normalised if isinstance(m, nn.Linear)], norm.V):
@@ -58,7 +58,7 @@ def test_biased_network_normalises_with_rescaled_biases():
 
 
 def test_structural_lemma_every_layer():
-    # Lemma 6 of seed 002: <W_k, df/dW_k> = f for a bias-free ReLU network
+    # Lemma 6 of Rangamani et al. 2021: <W_k, df/dW_k> = f for a bias-free ReLU network
     net = _bias_free_net([3, 6, 6, 1], seed=3)
     X = torch.randn(5, 3, dtype=torch.float64)
     for i in range(X.shape[0]):

@@ -1,4 +1,4 @@
-"""Theorem 3 of seed 002 at the last layer (erratum E-3) and the MSE unconstrained-features optimum."""
+"""Theorem 3 of Rangamani et al. 2021 at the last layer (erratum E-3) and the MSE unconstrained-features optimum."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Closed forms of the square-loss toy model (seed 002) against direct minimisation and integration."""
+"""Closed forms of the square-loss toy model (Rangamani et al. 2021) against direct minimisation and integration."""
 
 import math
 
@@ -114,7 +114,7 @@ def test_lemma2_equal_margins_against_minimisation():
     assert case.rho == pytest.approx(best, rel=1e-12)
     assert case.loss == pytest.approx(loss(best), rel=1e-12)
     assert case.gap == pytest.approx(1 - best / rho0, rel=1e-10)
-    assert case.gap != pytest.approx(lam * rho0, rel=1e-2)  # the printed gap is wrong (spec correction)
+    assert case.gap != pytest.approx(lam * rho0, rel=1e-2)  # the printed gap is wrong (docs/theory/errata.md)
     assert case.margin_difference == 0.0
     mean_case = lemma2_equal_margins(rho0, lam / N, N, reduction="mean")
     assert mean_case.rho == pytest.approx(case.rho, rel=1e-14)

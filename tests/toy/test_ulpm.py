@@ -1,4 +1,4 @@
-"""ULPM (seed 004): gradients, diagnostics, conservation, divergence, Theorem 3.3, Lemma 3.1, Example 3.1."""
+"""ULPM (Ji et al. 2022): gradients, diagnostics, conservation, divergence, Theorem 3.3, Lemma 3.1, Example 3.1."""
 
 import math
 
@@ -102,7 +102,7 @@ def test_summed_loss_with_lr5_is_detected_as_diverging():
 
 
 def _figure_reference(W, H):
-    """Slow per-class/per-pair loops of the Figure 2 definitions (spec neural_collapse.md)."""
+    """Slow per-class/per-pair loops of the Figure 2 definitions (docs/theory/neural-collapse.md)."""
     K = W.shape[0]
     n = H.shape[1] // K
     feats = [H[:, k * n : (k + 1) * n].T for k in range(K)]

@@ -20,8 +20,9 @@ QUICK_UNTESTED = {"square-loss-random-labels"}
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("name", "seed"), [("terminal-phase", 3), ("terminal-phase", 8), ("square-loss-cnn", 5), ("square-loss-random-labels", 6), ("ulpm-vgg", 7)])
-def test_quick_experiment_claims_pass_at_other_seeds(name, seed, tmp_path):
+def test_quick_experiment_claims_pass_at_other_seeds(name, seed, tmp_path, claims_catalogue):
     result = run_experiment(name, {"seed": seed}, out=tmp_path, quick=True, show_progress=False, threads=1)
+    claims_catalogue(result)
     failed = [(c.id, c.measured) for c in result.claims if c.passed is False]
     assert result.claims and not failed, failed
     assert all(c.tolerance_reason.strip() and c.reference.strip() for c in result.claims)

@@ -17,7 +17,7 @@ def test_parameter_counts_match_the_reference_cifar_models():
     assert count(VGG(11)) == 9_231_114
     assert count(VGG(13)) == 9_416_010
     assert count(ResNet18()) == 11_173_962
-    # seed-002 net: 3->32->64->128 3x3 convs with biases, 128x4x4 -> 2 classifier conv
+    # Rangamani et al. 2021 net: 3->32->64->128 3x3 convs with biases, 128x4x4 -> 2 classifier conv
     assert count(SquareLossConvNet(3, 2)) == (3 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (64 * 128 * 9 + 128) + (128 * 2 * 16 + 2)
 
 

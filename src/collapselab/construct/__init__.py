@@ -1,10 +1,10 @@
 """Explicit zero-loss minimizers of ReLU networks, with an explanation of every layer.
 
 * :func:`construct_clustered`: CE23 Thm 2.3 (clustered data, ``M = Q``, ``L >= Q``) and the
-  local-minimum families of Thms 2.4/2.5 (spec/chen.md 2).
+  local-minimum families of Thms 2.4/2.5 (docs/theory/minimizers.md).
 * :func:`construct_sequential`: CE24 Thm 5.2 (sequentially linearly separable data, ``M >= Q``).
 * :func:`construct_clustered_wide`: CE24 Prop 4.1 at constant width ``M`` (erratum E6).
-* :func:`construct_shallow`: one hidden layer with the ``delta_P`` bound (spec/chen.md 4).
+* :func:`construct_shallow`: one hidden layer with the ``delta_P`` bound (docs/theory/minimizers.md).
 * :func:`barycentric_lsq`, :func:`delta_p`: CE23's least-squares identity (2.4) and ``delta_P``.
 
 Each returns a :class:`ConstructedNetwork` (a ``torch.nn.Module`` plus the explanation);

@@ -1,4 +1,4 @@
-"""Assumption checks shared by the constructions (spec/chen.md 2.1, 3.1, 4)."""
+"""Assumption checks shared by the constructions (docs/theory/minimizers.md)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def check_independent_means(means: torch.Tensor, *, where: str, source: str) -> 
 
 def deviation_stats(X: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, float]:
     """One pass over the data: per-class radii ``r_j = max_i |x_{j,i} - x̄_j|`` ``(Q,)`` and
-    ``delta_P = sup_{j,i} |(X_0^red)^+ Δx_{j,i}|`` (CE23 (2.56) with ``tau = id``; spec 4).
+    ``delta_P = sup_{j,i} |(X_0^red)^+ Δx_{j,i}|`` (CE23 (2.56) with ``tau = id``; docs/theory/minimizers.md).
 
     X: ``(N, M)``; labels: ``(N,)``; means: ``(Q, M)`` with independent rows.
     """

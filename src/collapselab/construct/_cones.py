@@ -1,4 +1,4 @@
-"""Cone layers shared by the CE23 and CE24 constructions (spec/chen.md 2.3, 3.1, 3.2).
+"""Cone layers shared by the CE23 and CE24 constructions (docs/theory/minimizers.md).
 
 A *cone layer* with apex ``p``, unit axis ``h`` and aperture ``theta`` has cumulative
 parameters (CE24 Lemma 3.4 with ``m = n``; CE23 Thm 2.3 step 3)

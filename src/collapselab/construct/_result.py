@@ -5,7 +5,7 @@ Every construction of :mod:`collapselab.construct` returns a :class:`Constructed
 * ``module``: a :class:`~collapselab.core.network.ReLUNet` (plain PyTorch; ``module(X)``
   reproduces ``cost``);
 * ``cumulative``: the cumulative parameters ``[(W^(1), b^(1)), ..., (W^(L+1), b^(L+1))]``
-  (CE23 (2.43),(2.45); spec/chen.md 0.3);
+  (CE23 (2.43),(2.45); docs/theory/notation.md);
 * ``layers``: per hidden layer a :class:`LayerExplanation` (the class it collapses, the
   point it collapses it to, ``mu``, the cone angle and axis);
 * the metric decision rule (CE23 (2.61)/(2.62)):
@@ -57,15 +57,15 @@ def _vector(t: torch.Tensor | None) -> list[float] | None:
 class LayerExplanation:
     """What one hidden layer does (CE23 Thm 2.3 step 3, CE24 Thm 5.2 step 5).
 
-    collapses_class: the class whose data this layer maps to a single point (``None``: the
-        layer acts as the identity on the training data, e.g. the extra layers for ``L > Q``
-        or a class kept by the local-minimum families of CE23 Thms 2.4/2.5).
-    collapse_point: ``(M,)`` the point ``p_l`` the class is collapsed to (cone apex).
-    mu: the position parameter of the apex: CE23's signed distance ``mu_l`` (``p_l = x̄_l - mu_l f_l``),
-        CE24 Thm 5.2's ``mu_l`` in ``(0, 1)`` (``p_l = x̄_l + mu_l (x̄ - x̄_l)``), CE24 Prop 4.1's
-        ``mu_l`` (``p_l = x̄_l + mu_l f_l``).
-    cone_angle: the aperture ``theta_l`` of the forward cone ``p_l + C_theta[h_l]``.
-    cone_axis: ``(M,)`` the unit axis ``h_l`` of the forward cone.
+    * ``collapses_class``: the class whose data this layer maps to a single point (``None``: the
+      layer acts as the identity on the training data, e.g. the extra layers for ``L > Q``
+      or a class kept by the local-minimum families of CE23 Thms 2.4/2.5).
+    * ``collapse_point``: ``(M,)`` the point ``p_l`` the class is collapsed to (cone apex).
+    * ``mu``: the position parameter of the apex: CE23's signed distance ``mu_l`` (``p_l = x̄_l - mu_l f_l``),
+      CE24 Thm 5.2's ``mu_l`` in ``(0, 1)`` (``p_l = x̄_l + mu_l (x̄ - x̄_l)``), CE24 Prop 4.1's
+      ``mu_l`` (``p_l = x̄_l + mu_l f_l``).
+    * ``cone_angle``: the aperture ``theta_l`` of the forward cone ``p_l + C_theta[h_l]``.
+    * ``cone_axis``: ``(M,)`` the unit axis ``h_l`` of the forward cone.
     """
 
     collapses_class: int | None = None
@@ -89,24 +89,24 @@ class LayerExplanation:
 class ConstructedNetwork:
     """An explicitly constructed ReLU network and the explanation of every layer.
 
-    kind: ``"clustered"`` (CE23 Thm 2.3 and its local families), ``"clustered-wide"``
-        (CE24 Prop 4.1 at constant width), ``"sequential"`` (CE24 Thm 5.2) or ``"shallow"``.
-    module: the network; ``module(X)`` gives ``(N, P)`` outputs.
-    cumulative: ``[(W^(l), b^(l))]`` for ``l = 1..L+1`` (cumulative weights and biases).
-    layers: one :class:`LayerExplanation` per hidden layer (``L`` entries).
-    anchors: ``(Q, M)`` the points ``a_j`` the decision rule measures from (collapse points).
-    metric: ``(P, M)`` the metric matrix ``G`` of the decision rule (CE23 (2.61)).
-    cost: the training cost on the data, as defined by ``cost_definition``, computed from the
-        construction's verified geometry (e.g. every class reaches the output at its collapse
-        point); evaluating ``module`` on the data with :func:`ce23_cost`/:func:`ce24_cost`
-        reproduces it up to rounding (an independent check the tests make).
-    cost_definition: which cost (``"CE23 (2.35): L2_N norm"`` or ``"CE24 (2.11): 1/2 squared Frobenius"``).
-    delta_P: ``sup_{j,i} |(X_0^red)^+ Δx_{0,j,i}|``: the noise of the inputs in barycentric
-        coordinates (CE23 (2.56) with ``tau = id``; the shallow paper's ``delta_P``).
-    bound: a proven upper bound on ``cost`` (shallow: ``sqrt(Q) |Y|_op delta_P``), else ``None``.
-    descriptive_parameters: how many numbers describe the network geometrically
-        (CE24 Thm 5.2: ``Q(M+2)``: per hidden layer a cone angle, an axis and a position).
-    order: the class handled by hidden layers ``1..Q`` in turn.
+    * ``kind``: ``"clustered"`` (CE23 Thm 2.3 and its local families), ``"clustered-wide"``
+      (CE24 Prop 4.1 at constant width), ``"sequential"`` (CE24 Thm 5.2) or ``"shallow"``.
+    * ``module``: the network; ``module(X)`` gives ``(N, P)`` outputs.
+    * ``cumulative``: ``[(W^(l), b^(l))]`` for ``l = 1..L+1`` (cumulative weights and biases).
+    * ``layers``: one :class:`LayerExplanation` per hidden layer (``L`` entries).
+    * ``anchors``: ``(Q, M)`` the points ``a_j`` the decision rule measures from (collapse points).
+    * ``metric``: ``(P, M)`` the metric matrix ``G`` of the decision rule (CE23 (2.61)).
+    * ``cost``: the training cost on the data, as defined by ``cost_definition``, computed from the
+      construction's verified geometry (e.g. every class reaches the output at its collapse
+      point); evaluating ``module`` on the data with :func:`ce23_cost`/:func:`ce24_cost`
+      reproduces it up to rounding (an independent check the tests make).
+    * ``cost_definition``: which cost (``"CE23 (2.35): L2_N norm"`` or ``"CE24 (2.11): 1/2 squared Frobenius"``).
+    * ``delta_P``: ``sup_{j,i} |(X_0^red)^+ Δx_{0,j,i}|``: the noise of the inputs in barycentric
+      coordinates (CE23 (2.56) with ``tau = id``; the shallow paper's ``delta_P``).
+    * ``bound``: a proven upper bound on ``cost`` (shallow: ``sqrt(Q) |Y|_op delta_P``), else ``None``.
+    * ``descriptive_parameters``: how many numbers describe the network geometrically
+      (CE24 Thm 5.2: ``Q(M+2)``: per hidden layer a cone angle, an axis and a position).
+    * ``order``: the class handled by hidden layers ``1..Q`` in turn.
     """
 
     kind: str

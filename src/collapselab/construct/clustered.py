@@ -1,7 +1,7 @@
-"""CE23: explicit zero-loss global minimizers for clustered data, ``M = Q``, ``L >= Q`` (spec/chen.md 2).
+"""CE23: explicit zero-loss global minimizers for clustered data, ``M = Q``, ``L >= Q`` (docs/theory/minimizers.md).
 
 Chen & Muñoz Ewald, arXiv:2309.10639 v4, Thm 2.3 (global minimum, zero cost) and
-Thms 2.4/2.5 (degenerate local-minimum families, with errata E4/E5 of spec/chen.md 7).
+Thms 2.4/2.5 (degenerate local-minimum families, with errata E4/E5, docs/theory/errata.md).
 
 Assumptions, each checked on the data (an :class:`AssumptionError` names the condition and
 the class or pair responsible; :func:`cluster_geometry` does this):
@@ -10,13 +10,13 @@ the class or pair responsible; :func:`cluster_geometry` does this):
 * (2.14) ``delta := sup_{j,i} |Δx_{0,j,i}| < c_0 min_j |x̄_{0,j} - x̄|`` with ``c_0 < 1/4``;
 * (2.52) cone condition ``max_j theta_{*,j} < pi``, where ``theta_{*,j}`` is the smallest
   aperture with ``x̄_{0,j} + C_theta[f_j] ⊃ B_{4 delta}(x̄_{0,j'})`` for all ``j' != j``,
-  ``f_j = (x̄ - x̄_{0,j}) / |x̄ - x̄_{0,j}|``; computed in closed form (spec 2.2)
+  ``f_j = (x̄ - x̄_{0,j}) / |x̄ - x̄_{0,j}|``; computed in closed form (docs/theory/minimizers.md)
   ``theta_{*,j} = 2 max_{j'} [angle(x̄_{0,j'} - x̄_{0,j}, f_j) + arcsin(4 delta / |x̄_{0,j'} - x̄_{0,j}|)]``;
 * a non-empty admissible interval ``mu_j in (-D_j, -2 delta sqrt(Q))`` (4.26).
 
 Deviation from the paper (documented): CE23's ``(2.12) ΔX_{0,j} != 0`` is not enforced, since
 a class that is a single point is collapsed just the same. Beyond the paper's
-conditions, the truncation pattern is verified on the data (spec 2.3 asks for it for
+conditions, the truncation pattern is verified on the data (docs/theory/minimizers.md asks for it for
 ``Q >= 4``: collapsed points of earlier clusters must lie in later forward cones).
 """
 
@@ -43,7 +43,7 @@ __all__ = ["ClusterGeometry", "cluster_geometry", "admissible_mu", "construct_cl
 
 @dataclass(frozen=True)
 class ClusterGeometry:
-    """The data-derived quantities of CE23 2.2 (spec/chen.md 2.1, 2.2).
+    """The data-derived quantities of CE23 2.2 (docs/theory/minimizers.md).
 
     means: ``(Q, M)`` class means ``x̄_{0,j}``; barycenter: ``(M,)`` ``x̄ = mean_j x̄_{0,j}``;
     axes: ``(Q, M)`` unit vectors ``f_j`` toward ``x̄``;
@@ -131,7 +131,7 @@ def admissible_mu(
     ``[x̄_{0,j}, x̄]`` (this keeps earlier collapse points inside later forward cones by
     convexity, CE24 (6.21)-(6.27)). Per class rather than CE23's single ``D = min_j D_j``.
 
-    Closed form instead of the spec's 1-D search [DER]: with ``psi = theta/2 < pi/2`` and
+    Closed form instead of a 1-D search (derived here): with ``psi = theta/2 < pi/2`` and
     ``x̄_{0,j'} - x̄_{0,j} = alpha f_j + w_perp``, ``|w_perp| = beta``, the signed distance of
     ``x̄_{0,j'}`` to the boundary of the cone with apex ``x̄_{0,j} + s f_j`` is
     ``(alpha - s) sin psi - beta cos psi``, so the ball fits iff
@@ -202,7 +202,7 @@ def construct_clustered(
 ) -> ConstructedNetwork:
     """CE23 Thm 2.3: a ReLU network ``R^Q -> R^Q -> ... -> R^P`` with ``L`` hidden layers and zero cost.
 
-    Algorithm (spec/chen.md 2.3): hidden layer ``l = 1..Q`` is the cone layer with apex
+    Algorithm (docs/theory/minimizers.md): hidden layer ``l = 1..Q`` is the cone layer with apex
     ``p_l = x̄_{0,l} - mu_l f_l`` (the mean moved ``|mu_l|`` toward the barycenter), axis
     ``f_l`` and aperture ``theta_*``: cumulative ``W^(l) = W_* R_l``, ``b^(l) = -W^(l) p_l``
     with ``W_* = lambda 1 + (1 - lambda) û û^T``, ``lambda = lambda(theta_*, theta_Q)`` (CE23

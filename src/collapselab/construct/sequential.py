@@ -1,4 +1,4 @@
-"""CE24: zero loss on sequentially linearly separable data, ``Q`` classes in ``R^M`` (spec/chen.md 3).
+"""CE24: zero loss on sequentially linearly separable data, ``Q`` classes in ``R^M`` (docs/theory/minimizers.md).
 
 Chen & Muñoz Ewald, arXiv:2405.07098 v2 (JMLR 26(173) 2025):
 
@@ -6,9 +6,9 @@ Chen & Muñoz Ewald, arXiv:2405.07098 v2 (JMLR 26(173) 2025):
   ``d_{Q+1} = P``), one cone layer per class in a sequentially separable order, zero cost.
   The order is searched exhaustively (depth-first over all ``Q!`` orders, small ``Q``) or
   greedily (largest margin first); per step the separating hyperplane is the max-margin
-  linear program of spec 3.2 step 3 (``scipy.optimize.linprog``, HiGHS).
+  linear program of docs/theory/minimizers.md step 3 (``scipy.optimize.linprog``, HiGHS).
 * :func:`construct_clustered_wide`: Prop 4.1 for clustered data, implemented at constant
-  width ``M`` as spec erratum E6 recommends (independently prescribed cumulative weights
+  width ``M`` as erratum E6, docs/theory/errata.md recommends (independently prescribed cumulative weights
   of decreasing width violate kernel nesting); it is Thm 5.2 with ``h_l = f_l``,
   ``p_l = x̄_{0,l} + mu_l f_l`` and ``theta_l = theta_*``.
 
@@ -84,7 +84,7 @@ def _solve_lp(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def max_margin_hyperplane(neg: torch.Tensor, pos: torch.Tensor, *, batch: int = 256) -> tuple[torch.Tensor, float, float]:
-    """Max-margin separating hyperplane ``{x : <h, x> = c}`` with ``<h, neg> < c < <h, pos>`` (spec/chen.md 3.2 step 3).
+    """Max-margin separating hyperplane ``{x : <h, x> = c}`` with ``<h, neg> < c < <h, pos>`` (docs/theory/minimizers.md).
 
     Solves ``max gamma`` subject to ``<h, a> - c <= -gamma`` on ``neg``, ``<h, b> - c >= gamma`` on
     ``pos``, ``|h|_inf <= 1`` (a linear program, HiGHS) in centred and scaled coordinates, by
@@ -141,7 +141,7 @@ def _conical(p: torch.Tensor, h: torch.Tensor, fwd: torch.Tensor, bwd: torch.Ten
 
 
 class _Search:
-    """Ordering search of CE24 Thm 5.2 (spec 3.2 steps 1-4) over the classes of ``data``."""
+    """Ordering search of CE24 Thm 5.2 (docs/theory/minimizers.md steps 1-4) over the classes of ``data``."""
 
     def __init__(self, data: ClassificationData, where: str) -> None:
         self.parts = [data.X[idx] for idx in data.class_indices]
@@ -239,7 +239,7 @@ class _Search:
 def _finish(
     data: ClassificationData, steps: Sequence[SequentialStep], stats: tuple[torch.Tensor, float], kind: str, where: str, forward: str, collapse: str
 ) -> ConstructedNetwork:
-    """Cone layers from ``steps`` (spec 3.2 steps 5-7), the sector check, the output layer, the result.
+    """Cone layers from ``steps`` (docs/theory/minimizers.md steps 5-7), the sector check, the output layer, the result.
 
     stats: ``(radii, delta_P)`` of :func:`~._checks.deviation_stats` (computed once by the caller).
     """
@@ -285,7 +285,7 @@ def construct_sequential(
 ) -> ConstructedNetwork:
     """CE24 Thm 5.2: zero-cost ReLU network of constant width ``M`` with ``Q`` hidden layers.
 
-    Algorithm (spec/chen.md 3.2): for each class ``l`` in a sequentially separable order, the
+    Algorithm (docs/theory/minimizers.md): for each class ``l`` in a sequentially separable order, the
     max-margin hyperplane ``(h_l, c_l)`` separates the class from the earlier collapse points,
     the later classes and ``x̄`` (:func:`max_margin_hyperplane`); ``p_l`` is where it cuts the
     segment ``[x̄_{0,l}, x̄]``, ``p_l = x̄_{0,l} + mu_l (x̄ - x̄_{0,l})``; the conical
@@ -346,7 +346,7 @@ def construct_clustered_wide(
     ``l`` is the cone layer with apex ``p_l = x̄_{0,l} + mu_l f_l`` (``f_l`` toward ``x̄``; note
     CE24's ``+mu f`` with ``mu > 0`` is CE23's ``-mu f`` with ``mu < 0``), axis ``f_l`` and aperture
     ``theta_*`` ((4.8)/(6.14)); output ``Y [p_1 ... p_Q]^+`` ((4.9); erratum E7: (6.34) reads
-    ``+mu_j f_j``). This is Thm 5.2 with ``h_l = f_l`` (spec 3.3).
+    ``+mu_j f_j``). This is Thm 5.2 with ``h_l = f_l`` (docs/theory/minimizers.md).
 
     theta: default ``(max_j theta_{*,j} + pi) / 2`` (>= pi/2 as (4.24) requires); must lie in
     ``(max(max_j theta_{*,j}, pi/2), pi)``. mu: default ``2.5 delta`` (midpoint of Prop 4.1's

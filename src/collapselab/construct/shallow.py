@@ -1,4 +1,4 @@
-"""Shallow networks: the constructive upper bound and the barycentric least squares (spec/chen.md 2.4, 4).
+"""Shallow networks: the constructive upper bound and the barycentric least squares (docs/theory/minimizers.md).
 
 * :func:`barycentric_noise` and :func:`delta_p`: the noise of data in barycentric
   coordinates, ``Δ_1 = (T^red)^+ ΔT`` and ``delta_P = sup_{j,i} |Δ_1 e_{j,i}|`` (CE23 (2.56);
@@ -7,9 +7,9 @@
   invertible ``T^red``,
   ``min_W |W T - Y^ext|_{L2_N} = |Y |Δ_2|^{1/2} (1 + Δ_2)^{-1/2}|_F``, ``Δ_2 = Δ_1 N^{-1} Δ_1^T``,
   attained at ``W^* T^red = Y (1 + Δ_2)^{-1}``. The minimum is over ``W`` **without** an
-  output bias (spec erratum E5): a free bias gives a strictly smaller value for generic data.
+  output bias (erratum E5, docs/theory/errata.md): a free bias gives a strictly smaller value for generic data.
 * :func:`construct_shallow`: one hidden layer of width ``M`` (Chen & Muñoz Ewald,
-  arXiv:2309.10370; **reconstructed** in spec/chen.md 4 since only the abstracts are
+  arXiv:2309.10370; **reconstructed** in docs/theory/minimizers.md since only the abstracts are
   available) with ``C_N = |Y Δ_1|_{L2_N} <= sqrt(Q) |Y|_op delta_P``.
 
 Rows are points here: ``T`` is ``(N, M)``, ``T^red`` is ``(Q, M)`` (row ``j`` the mean of
@@ -83,7 +83,7 @@ def barycentric_lsq(T: Any, labels: Any, Y: Any) -> BarycentricLSQ:
 
     ``min_W sum_j 1/N_j sum_i |W t_{j,i} - y_j|^2`` over ``W`` in ``R^{P x Q}`` equals
     ``|Y |Δ_2|^{1/2} (1 + Δ_2)^{-1/2}|_F^2`` with ``Δ_1 = (T^red)^{-1} ΔT``,
-    ``Δ_2 = Δ_1 N^{-1} Δ_1^T`` (spec/chen.md 2.4; verified against a direct weighted least
+    ``Δ_2 = Δ_1 N^{-1} Δ_1^T`` (docs/theory/minimizers.md; verified against a direct weighted least
     squares in the tests). Per erratum E5 the minimum is over ``W`` with ``b^(L+1) = 0``.
 
     T: ``(N, Q)`` with invertible class-mean matrix ``T^red``; labels: ``(N,)`` in ``[0, Q)``;
@@ -119,9 +119,9 @@ def construct_shallow(
     beta: float | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> ConstructedNetwork:
-    """One hidden layer of width ``M`` with ``C_N = |Y Δ_1|_{L2_N} <= sqrt(Q) |Y|_op delta_P`` (spec/chen.md 4).
+    """One hidden layer of width ``M`` with ``C_N = |Y Δ_1|_{L2_N} <= sqrt(Q) |Y|_op delta_P`` (docs/theory/minimizers.md).
 
-    Reconstructed construction (the shallow paper's equations are unavailable; spec 4):
+    Reconstructed construction (the shallow paper's equations are unavailable; docs/theory/minimizers.md):
 
     1. ``R`` in ``O(M)`` whose first ``Q`` rows are an orthonormal basis of
        ``V = span{x̄_{0,j}}`` and the rest one of ``V^perp``.
@@ -145,7 +145,7 @@ def construct_shallow(
     Xt, lab, Yt = data.X, data.labels, data.Y
     q, m = data.num_classes, data.dim
     means = data.class_means
-    check_independent_means(means, where=where, source="the shallow construction (spec/chen.md 4)")
+    check_independent_means(means, where=where, source="the shallow construction (docs/theory/minimizers.md)")
     radius = float(Xt.norm(dim=1).max())
     if beta is None:
         beta = 1.0 + radius

@@ -1,8 +1,8 @@
-"""The papers' costs (seed 000; spec/chen.md 0.3, 2.1, 5.1). Each says which it is.
+"""The papers' costs (Chen 2025; docs/theory/notation.md). Each says which it is.
 
 * :func:`weighted_l2`: ``sum_j (1/N_j) sum_i |x_{j,i} - y_j|^2`` (CE23's squared
   ``L^2_N`` norm; Chen 2025 multiplies it by 1/2; CE23's cost is its square root).
-* :func:`mean_l2`: ``(1/2N) |x - y|^2`` (the adapted-flow cost of seed 003 / 5.1).
+* :func:`mean_l2`: ``(1/2N) |x - y|^2`` (the adapted-flow cost of Chen & Munoz Ewald 2024; docs/theory/adapted-flow.md).
 * :func:`cross_entropy`: mean cross-entropy of logits.
 * :func:`l2_split`: the exact split ``weighted_l2 = within-class variance + mean mismatch``.
 """
@@ -47,7 +47,7 @@ def weighted_l2(outputs: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor | N
 
 
 def mean_l2(outputs: torch.Tensor, labels_or_targets: torch.Tensor, Y: torch.Tensor | None = None) -> torch.Tensor:
-    """``C = (1/2N) |x - y|^2`` summed over all ``QN`` entries (seed 003 / spec 5.1).
+    """``C = (1/2N) |x - y|^2`` summed over all ``QN`` entries (Chen & Munoz Ewald 2024; docs/theory/adapted-flow.md).
 
     The second argument is either labels ``(N,)`` (targets ``Y[labels]``) or targets ``(N, Q)``.
     """
@@ -95,4 +95,4 @@ def l2_split(outputs: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor | None
 
 
 COSTS = {"weighted_l2": weighted_l2, "mean_l2": mean_l2, "cross_entropy": cross_entropy}
-"""Costs by their DESIGN.md names."""
+"""Costs by name."""

@@ -1,4 +1,4 @@
-"""Truncation geometry of ReLU networks (spec/chen.md 0.3, 1.2, 1.4, 3.1, 3.4).
+"""Truncation geometry of ReLU networks (docs/theory/notation.md, effective-flow.md and minimizers.md).
 
 Rows are points: ``X`` is ``(N, n)`` and an affine map acts as ``X W^T + b``.
 
@@ -12,7 +12,7 @@ Rows are points: ``X`` is ``(N, n)`` and an affine map acts as ``X W^T + b``.
   and for non-increasing widths with surjective ``W_l``.
 * Sectors and truncation states (Chen 2025 (2.12), Def 2.1).
 * Polar decomposition and weights aligned with the activation (Chen 2025 Def 2.2).
-* Polyhedral-cone form (Muñoz Ewald 2025, Lemma 2.1; spec 3.4).
+* Polyhedral-cone form (Muñoz Ewald 2025, Lemma 2.1; docs/theory/minimizers.md).
 * Cones ``C_theta[h]``, the aperture ``theta_n`` and the shrink matrix ``W_theta`` (CE23 (4.27)-(4.29)).
 """
 
@@ -77,8 +77,8 @@ def layer_weights(cumulative: Params, *, rtol: float | None = None) -> list[tupl
     """Inverse of :func:`cumulative_weights`: ``W_l = W^(l) (W^(l-1))^+``, ``b_l = b^(l) - W_l b^(l-1)``.
 
     Uses the inverse for square matrices and the pseudo-inverse when widths do not
-    increase. The formula is exact only if ``ker W^(l-1) ⊂ ker W^(l)`` (spec erratum
-    E6); this is checked (``|W^(l) P^(l-1) - W^(l)| <= rtol |W^(l)|``) and a violation
+    increase. The formula is exact only if ``ker W^(l-1) ⊂ ker W^(l)`` (erratum
+    E6, docs/theory/errata.md); this is checked (``|W^(l) P^(l-1) - W^(l)| <= rtol |W^(l)|``) and a violation
     raises :class:`SingularError` naming the layer, never a silently wrong network.
     """
     out: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -98,7 +98,7 @@ def layer_weights(cumulative: Params, *, rtol: float | None = None) -> list[tupl
             if float(resid) > max(tol, 1e-10 if Wc.dtype == torch.float64 else 1e-4):
                 raise SingularError(
                     f"layer_weights: W^({i + 1}) is not a product W_{i + 1} W^({i}): ker W^({i}) is not contained in ker W^({i + 1}) "
-                    f"(relative residual {float(resid):.3g}); use constant widths or project the data first (spec/chen.md erratum E6)"
+                    f"(relative residual {float(resid):.3g}); use constant widths or project the data first (erratum E6, docs/theory/errata.md)"
                 )
             b = bc - W @ prev_b
         out.append((W, b))
@@ -166,7 +166,7 @@ class TruncationState(enum.IntEnum):
     UNTRUNCATED = 0
     """In ``S_+`` (all coordinates of ``a(x)`` >= 0): ``tau(x) = x``."""
     PARTIALLY_TRUNCATED = 1
-    """In neither sector: truncated in some directions only."""
+    """In neither sector, so truncated in some directions only."""
     FULLY_TRUNCATED = 2
     """In ``S_-`` (all coordinates <= 0): ``tau(x) = -beta``, independent of ``x``."""
 
@@ -219,7 +219,7 @@ def is_aligned(W: torch.Tensor, *, rtol: float = 1e-10) -> bool:
 
 
 def cone_form_truncation(X: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Polyhedral-cone form of ``tau_{W,b}`` (Muñoz Ewald 2025, Lemma 2.1; spec 3.4).
+    """Polyhedral-cone form of ``tau_{W,b}`` (Muñoz Ewald 2025, Lemma 2.1; docs/theory/minimizers.md).
 
     For surjective ``W`` (``m x n``): ``p = -W^+ b``, ``v_i = W^+ e_i``, ``a = W (x - p)``,
     ``tau(x) = W^+ W p + sum_{a_i > 0} a_i v_i``. Independent of :func:`truncation`'s
@@ -252,7 +252,7 @@ def cone_shrink(theta: float, n: int) -> float:
 
 
 def cone_weight(theta: float, n: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
-    """``W_theta = lambda 1 + (1 - lambda) û û^T`` with ``û = u_n / sqrt(n)`` (spec 0.3 closed form).
+    """``W_theta = lambda 1 + (1 - lambda) û û^T`` with ``û = u_n / sqrt(n)`` (docs/theory/notation.md).
 
     Maps ``C_theta[u_n]`` into ``C_{theta_n}[u_n] ⊂ R^n_+``, fixes ``u_n``, operator norm 1.
     """

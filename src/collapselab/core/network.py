@@ -1,4 +1,4 @@
-"""The papers' deep ReLU network and its flat parameter vector (seed 000; spec/chen.md 0.3).
+"""The papers' deep ReLU network and its flat parameter vector (Chen 2025; docs/theory/notation.md).
 
 Hidden layers ``x^(l) = relu(W_l x^(l-1) + b_l)`` for ``l = 1..L``, affine output
 ``x^(L+1) = W_{L+1} x^(L) + b_{L+1}``; widths ``d_0 = M, d_1, ..., d_L, d_{L+1} = Q``.
@@ -147,7 +147,7 @@ def stacked_outputs(theta: torch.Tensor, widths: Sequence[int], X: torch.Tensor)
     """``x[theta]`` in ``R^{QN}``: outputs of all samples, sample by sample.
 
     A pure function of ``theta``, so ``torch.func.jacrev(stacked_outputs)(theta, widths, X)``
-    is the ``(QN, K)`` Jacobian ``D`` of seed 000 / spec/chen.md 5.1.
+    is the ``(QN, K)`` Jacobian ``D`` of Chen & Munoz Ewald 2024; docs/theory/adapted-flow.md.
     """
     return forward(unflatten_params(theta, widths), X).reshape(-1)
 

@@ -17,7 +17,7 @@ from .errors import ParameterError
 __all__ = ["SEED_MAX", "check_seed", "resolve_device"]
 
 SEED_MAX = 2**63 - 1
-"""Largest seed: ``torch.manual_seed`` takes up to 64 bits and ``numpy.random.default_rng`` any
+"""The largest seed. ``torch.manual_seed`` takes up to 64 bits and ``numpy.random.default_rng`` any
 non-negative integer; the signed 64-bit range keeps every seed exact in JSON readers too."""
 
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")

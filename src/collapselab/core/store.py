@@ -1,4 +1,4 @@
-"""Run folders: the embedded store every experiment writes (DESIGN.md, "Run folders").
+"""Run folders: the embedded store every experiment writes (docs/reference/run-folders.md).
 
 ::
 

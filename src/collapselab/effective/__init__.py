@@ -1,9 +1,9 @@
 """Effective gradient-flow equations and dynamical truncation of training data (Chen 2025, arXiv:2501.07400).
 
 The network is parametrised by aligned cumulative weights ``(beta^(l), R_l)``, ``R_l`` in
-``O(Q)``, at fixed output weights (spec/chen.md 1.4), and trained by the gradient flow of the
+``O(Q)``, at fixed output weights (docs/theory/effective-flow.md), and trained by the gradient flow of the
 Euclidean input-space loss without backpropagation. Where the paper (slides) is wrong this
-package follows the spec and says so: the rotation generator ``Omega`` of Thm 3.2 (erratum
+package follows the corrected statement (docs/theory/errata.md) and says so: the rotation generator ``Omega`` of Thm 3.2 (erratum
 E1), the second moments of Cor 3.5 (E2), and the fully-truncated equilibria of Prop 4.1 (E3).
 
 * state: :class:`EffectiveState`, :func:`make_state`, :func:`state_from_network`, :func:`state_to_network`,

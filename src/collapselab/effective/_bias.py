@@ -1,4 +1,4 @@
-"""Exact bias flow at fixed ``R``: Chen 2025 §4.3 (4.38)-(4.50), spec/chen.md 1.8.
+"""Exact bias flow at fixed ``R``: Chen 2025 §4.3 (4.38)-(4.50), docs/theory/effective-flow.md.
 
 With ``R`` frozen, ``xi_i = R (x_i - ỹ)`` and ``eta = R (beta + ỹ)``, the bias flow
 ``d eta/ds = -J0perp(eta) eta`` is diagonal: each coordinate solves

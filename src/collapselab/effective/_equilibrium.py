@@ -1,4 +1,4 @@
-"""Equilibria of the cluster-separated flow: Chen 2025 Prop 4.1 with the caveat of erratum E3 (spec/chen.md 1.7).
+"""Equilibria of the cluster-separated flow: Chen 2025 Prop 4.1 with the caveat of erratum E3 (docs/theory/errata.md).
 
 * untruncated (support of ``mu~_l`` inside the open ``R^Q_+``): ``J0perp = 0``, ``Omega = 0``: an equilibrium;
 * fully truncated (support in the closed ``R^Q_-``) **and** ``beta = -ỹ``: an equilibrium;
@@ -30,7 +30,7 @@ class EquilibriumKind(str, enum.Enum):
 
     @property
     def is_equilibrium(self) -> bool:
-        """Whether the field vanishes (Prop 4.1 with E3): untruncated, or fully truncated at ``beta = -ỹ``."""
+        """True where the field vanishes (Prop 4.1 with erratum E3), that is untruncated, or fully truncated at ``beta = -ỹ``."""
         return self in (EquilibriumKind.UNTRUNCATED, EquilibriumKind.FULLY_TRUNCATED_AT_LABEL)
 
 

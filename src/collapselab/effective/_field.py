@@ -1,9 +1,9 @@
 """The right-hand side of the effective flow and the protocol every flow follows.
 
 The effective flow is the gradient flow of the Euclidean input-space loss on the manifold
-``(R^Q x O(Q))^L`` (Chen 2025 Thm 3.2 / Thm 5.1, spec/chen.md 1.5, 1.9):
+``(R^Q x O(Q))^L`` (Chen 2025 Thm 3.2 / Thm 5.1, docs/theory/effective-flow.md):
 ``d beta^(l)/ds = dbeta[l]`` and ``d R_l/ds = -Omega_l R_l`` with ``Omega_l`` antisymmetric.
-Since it is a gradient flow, ``dC/ds = -(sum_l |dbeta_l|^2 + ||Omega_l||_F^2)`` (spec 1.5
+Since it is a gradient flow, ``dC/ds = -(sum_l |dbeta_l|^2 + ||Omega_l||_F^2)`` (docs/theory/effective-flow.md
 (3.27)-(3.29)), which :meth:`EffectiveField.dissipation` returns.
 """
 

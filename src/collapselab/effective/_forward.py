@@ -1,9 +1,9 @@
 """Forward pass of an aligned network in input space and the Euclidean input-space loss.
 
-Aligned truncation map (Chen 2025 (3.20)-(3.21), spec/chen.md 1.4):
+Aligned truncation map (Chen 2025 (3.20)-(3.21), docs/theory/effective-flow.md):
 ``tau^(l)(y) = R_l^T relu(R_l (y + beta^(l))) - beta^(l)``, with ``z_l = R_l (y + beta^(l))``.
-Composition ``y_0 = x``, ``y_l = tau^(l)(y_{l-1})`` (spec 1.2 (2.16)).
-Euclidean input-space loss (Chen 2025 (2.26)=(1.10), spec 1.3), at fixed output weights:
+Composition ``y_0 = x``, ``y_l = tau^(l)(y_{l-1})`` (docs/theory/effective-flow.md (2.16)).
+Euclidean input-space loss (Chen 2025 (2.26)=(1.10), docs/theory/effective-flow.md), at fixed output weights:
 ``C~_N = 1/2 sum_j 1/N_j sum_i |y_L(x_{j,i}) - ỹ_j|^2``.
 Rows are points: ``X`` is ``(N, Q)``.
 """
@@ -31,7 +31,7 @@ class ForwardPass:
 
 
 def forward_pass(state: EffectiveState, X: torch.Tensor, pattern: torch.Tensor | None = None) -> ForwardPass:
-    """All intermediate points ``y_l`` and pre-activations ``z_l`` of ``X (N, Q)`` (spec 1.12 step 2).
+    """All intermediate points ``y_l`` and pre-activations ``z_l`` of ``X (N, Q)`` (docs/theory/effective-flow.md step 2).
 
     ``pattern (L, N, Q)`` bool, if given, replaces ``relu(z)`` by ``pattern * z`` (the smooth
     extension of one activation region, used by the integrator within a step).

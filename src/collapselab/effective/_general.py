@@ -1,4 +1,4 @@
-"""General effective flow without cluster separation: Chen 2025 Thm 5.1 (spec/chen.md 1.9, 1.12).
+"""General effective flow without cluster separation: Chen 2025 Thm 5.1 (docs/theory/effective-flow.md).
 
 For ``x`` in cluster ``j``: ``y_0 = x``, ``z_k = R_k (y_{k-1} + beta^(k))``, ``y_k = tau^(k)(y_{k-1})``,
 ``P_k = R_k^T H(z_k) R_k`` (the Jacobian of ``tau^(k)``), residual ``e = y_L - ỹ_j``, and the
@@ -11,7 +11,7 @@ back-propagated residuals ``g_L = e``, ``g_{k-1} = P_k g_k`` (so ``g_k = Pi_k^T 
 
 These are exact chain-rule formulas for the gradient of the input-space loss on
 ``(R^Q x O(Q))^L``; the backward sweep uses only the activation patterns, no autograd.
-Under cluster separation (L = Q) they reduce to :class:`SeparatedFlow` (spec (5.11)-(5.13)).
+Under cluster separation (L = Q) they reduce to :class:`SeparatedFlow` (Chen 2025 (5.11)-(5.13); docs/theory/effective-flow.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Moment form of the cluster-separated flow: Chen 2025 Defs 3.3-3.4, Cor 3.5, **corrected** (spec/chen.md 1.6, erratum E2).
+"""Moment form of the cluster-separated flow: Chen 2025 Defs 3.3-3.4, Cor 3.5, **corrected** (docs/theory/effective-flow.md; erratum E2, docs/theory/errata.md).
 
 Sectors ``R^Q_s = {z : s_a z_a > 0}`` for sign patterns ``s`` (a zero coordinate counts as
 negative, ``h(0) = 0``); ``H_s`` is constant on each. Sector-constrained moments of the

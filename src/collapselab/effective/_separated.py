@@ -1,4 +1,4 @@
-"""Cluster-separated effective flow: Chen 2025 Thm 3.2, **corrected** (spec/chen.md 1.5, errata E1).
+"""Cluster-separated effective flow: Chen 2025 Thm 3.2, **corrected** (docs/theory/effective-flow.md; erratum E1, docs/theory/errata.md).
 
 With cluster-separated truncations (Def 3.1: ``tau^(l)`` is the identity on every cluster
 ``j != l`` and on its images under the other maps), layer ``l`` only sees cluster ``l`` and
@@ -12,8 +12,8 @@ the loss splits, ``C~_N = sum_l C~_l`` with ``C~_l = 1/2 int mu_l |sigma(z) - v_
   ``Pi_A(M) = (M - M^T)/2``; equivalently ``int [H, z z^T/2 - (z v^T + v z^T)/2]``.
 
 The paper's slide prints ``Omega = int [H, M]``: it lacks the second-moment term and has the
-opposite sign; it is not the gradient (spec 1.5, test T13 gives 0 instead of the true 1/2 A).
-This module follows the spec. No backpropagation: one pass over each cluster in its own frame.
+opposite sign; it is not the gradient (docs/theory/effective-flow.md: on a two-point example it gives 0 instead of the true 1/2 A).
+This module follows the corrected form (erratum E1, docs/theory/errata.md). No backpropagation: one pass over each cluster in its own frame.
 Layers and clusters are matched by index: layer ``l`` (zero-based) truncates cluster ``l``.
 """
 
@@ -222,7 +222,7 @@ def check_cluster_separated(
 
 
 class SeparatedFlow:
-    """Cluster-separated effective flow (Chen 2025 Thm 3.2, corrected Omega; spec 1.5).
+    """Cluster-separated effective flow (Chen 2025 Thm 3.2, corrected Omega; docs/theory/effective-flow.md).
 
     ``data``: inputs in ``R^Q``, ``Q`` clusters, targets ``Y (Q, Q)``; the state must have
     ``L = Q`` layers. ``check=True`` verifies cluster separation at the state given to
@@ -232,7 +232,7 @@ class SeparatedFlow:
     instead of a sweep over the points (:func:`check_cluster_separated`).
     Cost per field evaluation: ``O(N Q^2)``, one batched product per quantity.
     ``frozen_rotation=True`` sets ``Omega = 0``: the bias flow at fixed ``R`` of Chen 2025 §4.3
-    (spec 1.8), whose exact solution is :func:`exact_bias_flow`.
+    (docs/theory/effective-flow.md), whose exact solution is :func:`exact_bias_flow`.
     """
 
     def __init__(self, data: ClassificationData, *, check: bool = True, frozen_rotation: bool = False) -> None:

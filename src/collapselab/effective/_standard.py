@@ -1,7 +1,7 @@
-"""Standard (pullback-metric) loss in two special initial configurations: Chen 2025 §8-9 (spec/chen.md 1.10, 1.11).
+"""Standard (pullback-metric) loss in two special initial configurations: Chen 2025 §8-9 (docs/theory/effective-flow.md).
 
 Row conventions of this package: ``P (Q, Q)`` has rows ``p_j`` (the collapse points), ``Y`` has
-rows ``y_j``; in the spec's column notation ``X = P^T`` and ``Y_spec = Y^T``. ``b^(Q+1) = 0``.
+rows ``y_j``; in the paper's column notation ``X = P^T`` and ``Y_spec = Y^T``. ``b^(Q+1) = 0``.
 
 Fully collapsed data (§8): ``C_N = 1/2 ||W X - Y||_F^2`` with ``X = [p_1 ... p_Q]``, flow
 ``dX/ds = -W^T E``, ``dW/ds = -E X^T``, ``E = W X - Y``. Prop 8.3: ``Lambda = W^T W - X X^T`` is
@@ -171,7 +171,7 @@ class ClusteredSolution:
         return float(torch.linalg.eigvalsh(self.A)[0])
 
     def W(self, s: float) -> torch.Tensor:
-        """``W(s)`` (9.10); ``e^{-sA}`` from the eigendecomposition of the symmetric ``A`` (:func:`expm_symmetric`)."""
+        """``W(s)`` (9.10); ``e^{-sA}`` from the eigendecomposition of the symmetric ``A`` (``expm_symmetric``)."""
         E = expm_symmetric(-s * self.A)
         return self.W0 @ E + self.limit @ (torch.eye(self.A.shape[0], dtype=self.A.dtype, device=self.A.device) - E)
 

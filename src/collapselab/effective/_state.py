@@ -1,10 +1,10 @@
 """State of the effective flow: per hidden layer ``(beta^(l), R_l)``, fixed output weights.
 
-Chen 2025 (arXiv:2501.07400) (3.20)-(3.21), spec/chen.md 1.4: for weights aligned with the
+Chen 2025 (arXiv:2501.07400) (3.20)-(3.21), docs/theory/effective-flow.md: for weights aligned with the
 activation, ``W^(l) = W_*^(l) R_l`` with ``W_*`` positive diagonal and ``R_l`` in ``O(Q)``;
 ``W_*`` drops out of every truncation map, so a network is described by
 ``(beta^(l), R_l)_{l <= L}`` and its cumulative output parameters ``(W^(L+1), b^(L+1))``,
-which the effective flow keeps fixed. Layer form (spec 1.4, implementation note):
+which the effective flow keeps fixed. Layer form (docs/theory/effective-flow.md, implementation note):
 ``W_1 = R_1``, ``W_l = R_l R_{l-1}^T``, ``b_l = R_l beta^(l) - W_l R_{l-1} beta^(l-1) = R_l (beta^(l) - beta^(l-1))``
 and ``W_{L+1} = W^(L+1) R_L^T``, ``b_{L+1} = b^(L+1) - W^(L+1) beta^(L)``.
 """
@@ -119,7 +119,7 @@ def random_state(depth: int, width: int, *, beta_scale: float = 0.1, seed: int =
 def pulled_back_labels(state: EffectiveState, Y: torch.Tensor) -> torch.Tensor:
     """``ỹ_j = (W^(L+1))^{-1} (y_j - b^(L+1))`` for every row ``y_j`` of ``Y (Q, Q)``; returns ``(Q, Q)``.
 
-    Chen 2025 (3.19)/(1.15) take ``b^(L+1) = 0``; keeping the output bias is our generalisation (spec 1.3).
+    Chen 2025 (3.19)/(1.15) take ``b^(L+1) = 0``; keeping the output bias is our generalisation (docs/theory/effective-flow.md).
     """
     if Y.ndim != 2 or Y.shape[1] != state.width:
         raise ShapeError(f"pulled_back_labels: Y must be (Q, {state.width}), got {tuple(Y.shape)}")
@@ -127,7 +127,7 @@ def pulled_back_labels(state: EffectiveState, Y: torch.Tensor) -> torch.Tensor:
 
 
 def state_to_network(state: EffectiveState) -> ReLUNet:
-    """The aligned ReLU network (widths ``[Q] * (L + 2)``) of a state (spec 1.4)."""
+    """The aligned ReLU network (widths ``[Q] * (L + 2)``) of a state (docs/theory/effective-flow.md)."""
     R, beta = state.R, state.beta
     layers = [(R[0], R[0] @ beta[0])]
     for l in range(1, state.depth):

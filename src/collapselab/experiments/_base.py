@@ -66,7 +66,7 @@ class Experiment:
 
     name: the CLI name (``collapselab run NAME``).
     summary: one line: the claim it checks (shown by ``collapselab list``).
-    source: where the claims come from (paper, theorem, spec section).
+    source: where the claims come from (paper and theorem, and the docs page).
     config: the pydantic model of its configuration (subclass of ExperimentConfig).
     run: ``run(ctx: RunContext) -> None``; records metrics, claims and figures via ``ctx``.
     quick: overrides that make the ``--quick`` variant (run by the tests, about a minute or less).

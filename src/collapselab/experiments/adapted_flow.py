@@ -1,6 +1,6 @@
 """Adapted gradient flow: exponential loss, straight output paths in t, rank loss, shared equilibria, NTK view.
 
-Seed 003 (Chen & Muñoz Ewald 2024, arXiv:2408.01517) Lemma 2.2, Thm 2.3, Props 2.4-2.5,
+Chen & Munoz Ewald 2024 (arXiv:2408.01517) Lemma 2.2, Thm 2.3, Props 2.4-2.5,
 §3.3, and Chen arXiv:2311.15487 (Thm C'24), with Prop 2.5's propagator corrected;
 cost ``C = (1/2N)|x - y|^2``.
 
@@ -12,7 +12,7 @@ Parts, and what each claim compares with (always an independent prediction):
 2. The exponential law ``x(s) = y + e^{-s/N}(x_0 - y)``, ``C(s) = e^{-2s/N} C(0)``, i.e. the
    straight line ``(1 - t) x_0 + t y`` in ``t = 1 - e^{-s/N}`` (Lemma 2.2, Prop 2.4), by
    DOP853: on a smooth (tanh) net of the same widths over the whole horizon, and on the
-   ReLU net up to its first activation boundary. Seed 003 assumes ``D`` Lipschitz; for ReLU
+   ReLU net up to its first activation boundary. Chen & Munoz Ewald 2024 assumes ``D`` Lipschitz; for ReLU
    nets the adapted field is discontinuous at activation boundaries and trajectories slide
    along them, where the law fails (the Euler curves of part 1 show the size of the
    effect; see ``collapselab.flows.integrate``). The ReLU net is initialised away from its
@@ -57,7 +57,7 @@ from ._base import Experiment, ExperimentConfig, RunContext  # noqa: E402
 
 __all__ = ["Config", "EXPERIMENT", "run"]
 
-SOURCE = "seed 003 (arXiv:2408.01517) Lemma 2.2, Thm 2.3, Props 2.4-2.5 (corrected), §3.3"
+SOURCE = "Chen & Munoz Ewald 2024 (arXiv:2408.01517) Lemma 2.2, Thm 2.3, Props 2.4-2.5 (corrected), §3.3"
 
 
 _EPS = torch.finfo(torch.float64).eps
@@ -79,7 +79,7 @@ class Config(ExperimentConfig):
 def init_away_from_kinks(net: ReLUNet, X: torch.Tensor, margin: float, gain: float) -> None:
     """Redraw hidden units whose pre-activation at a training point lies within ``margin`` x (the layer's spread) of 0, then rescale.
 
-    Seed 003 assumes ``D`` Lipschitz; a ReLU net's ``D`` jumps where a pre-activation
+    Chen & Munoz Ewald 2024 assumes ``D`` Lipschitz; a ReLU net's ``D`` jumps where a pre-activation
     changes sign, so the exponential law is checked on a straight segment that lasts until
     the first activation boundary. Redrawing from PyTorch's default layer distribution
     (rejection, per unit) keeps every pre-activation away from 0 at ``theta_0``; the
@@ -117,7 +117,7 @@ def _relu_net(cfg: Config, X: torch.Tensor, *, away_from_kinks: bool = False) ->
 
 
 def _tanh_twin(widths: list[int]) -> nn.Sequential:
-    """A tanh MLP with the ReLU net's widths (Lipschitz D: the setting of seed 003)."""
+    """A tanh MLP with the ReLU net's widths (Lipschitz D: the setting of Chen & Munoz Ewald 2024)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(a, b))

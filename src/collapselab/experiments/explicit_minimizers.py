@@ -9,7 +9,7 @@ On clustered data in ``R^2`` (``Q = 2``) and ``R^3`` (``Q = 3``):
   classifies fresh points of ``B_delta(x̄_j)`` by the metric rule (2.61);
 * plain gradient descent and Adam, on the same architecture and data from random
   initialisations, are run for the cost curves of the figure (the non-approximability
-  discussion of seed 000 and arXiv:2311.07065). Their gap to the constructed minimum is
+  discussion of Chen 2025 (slides) and arXiv:2311.07065). Their gap to the constructed minimum is
   recorded as not applicable, not as a verdict: that paper states non-approximability
   qualitatively and bounds no cost that plain GD or Adam reach with a finite budget, so a
   threshold on their final cost would be chosen from what was seen (a check that cannot
@@ -43,7 +43,7 @@ from ._base import Experiment, ExperimentConfig, RunContext
 __all__ = ["EXPERIMENT", "Config"]
 
 SRC_CE23 = "CE23 Thm 2.3 (2.57)-(2.59)"
-SRC_NONAPPROX = "Chen & Munoz Ewald arXiv:2311.07065 (non-approximability); seed 000"
+SRC_NONAPPROX = "Chen & Munoz Ewald arXiv:2311.07065 (non-approximability); Chen 2025 (slides)"
 _EPS = torch.finfo(torch.float64).eps
 _FLOOR = 1e-300  # keeps exact zeros visible on log axes
 

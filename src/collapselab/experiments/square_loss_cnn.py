@@ -1,4 +1,4 @@
-"""square-loss-cnn: the seed-002 network trained with the square loss from several init scales,
+"""square-loss-cnn: the Rangamani et al. 2021 network trained with the square loss from several init scales,
 with and without weight decay, over several seeds; rho, margins and neural collapse.
 
 Protocol (Rangamani et al. 2022, Sec 7, completed from the authors' code), implemented in
@@ -75,7 +75,7 @@ from ._tiers import TieredConfig, quick_not_applicable  # noqa: E402
 
 __all__ = ["Config", "EXPERIMENT", "run", "margin_metrics", "wd_time_scales"]
 
-SOURCE = "Rangamani et al. 2022 (seed 002), Sec 7, Figs 2-4, 6, 14-15"
+SOURCE = "Rangamani et al. 2022, Sec 7, Figs 2-4, 6, 14-15"
 LEVEL = 1e-3
 EQUIVALENCE_LEVEL = 1e-3
 MIN_TIME_SCALES = 50.0
@@ -286,7 +286,7 @@ def _figures(ctx: RunContext, cfg: Config, runs: Runs) -> None:
 
 EXPERIMENT = Experiment(
     name="square-loss-cnn",
-    summary="seed-002 CNN with the square loss over several seeds: rho grows from small and shrinks from large inits without weight decay; with it the final rho forgets the init, margins concentrate, NC1 and NC2 decrease",
+    summary="Rangamani et al. 2021 CNN with the square loss over several seeds: rho grows from small and shrinks from large inits without weight decay; with it the final rho forgets the init, margins concentrate, NC1 and NC2 decrease",
     source=SOURCE,
     config=Config,
     run=run,

@@ -1,4 +1,4 @@
-"""square-loss-random-labels: the seed-002 network on data with a fraction of random labels.
+"""square-loss-random-labels: the Rangamani et al. 2021 network on data with a fraction of random labels.
 
 Protocol (Rangamani et al. 2022, appendix "random labels", Figs 11 and 13): the "3 conv + FC"
 network of ``square-loss-cnn`` (:mod:`collapselab.train.protocols`), init scale 0.1, weight
@@ -60,7 +60,7 @@ from ._tiers import TieredConfig, quick_not_applicable  # noqa: E402
 
 __all__ = ["Config", "EXPERIMENT", "run"]
 
-SOURCE = "Rangamani et al. 2022 (seed 002), appendix: random labels, Figs 11, 13"
+SOURCE = "Rangamani et al. 2022, appendix: random labels, Figs 11, 13"
 CHECKPOINT_EVERY_S = 30.0
 LEVEL = 1e-3
 
@@ -225,7 +225,7 @@ def _figures(ctx: RunContext, finals: list[dict[str, float]]) -> None:
 
 EXPERIMENT = Experiment(
     name="square-loss-random-labels",
-    summary="seed-002 CNN with random labels over several seeds: the final rho grows with the fraction of random labels, and so does the test error below 100 %",
+    summary="Rangamani et al. 2021 CNN with random labels over several seeds: the final rho grows with the fraction of random labels, and so does the test error below 100 %",
     source=SOURCE,
     config=Config,
     run=run,

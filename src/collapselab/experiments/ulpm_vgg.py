@@ -1,7 +1,7 @@
-"""ulpm-vgg: the ULPM quantities (seed 004, Fig 3) on the features of VGG-13 trained on
+"""ulpm-vgg: the ULPM quantities (Ji et al. 2022, Fig 3) on the features of VGG-13 trained on
 Fashion-MNIST with cross-entropy and no weight decay, over several seeds.
 
-Protocol (Ji et al. 2022 (seed 004), Sec 4 "Realistic training"): VGG-13
+Protocol (Ji et al. 2022, Sec 4 "Realistic training"): VGG-13
 (:class:`collapselab.train.VGG`, 28x28 inputs zero-padded to 32, batch norm), mean
 cross-entropy, SGD with momentum 0.9, constant learning rate, weight decay 0, inputs
 standardised. The quantities (:mod:`collapselab.collapse`, canonical definitions), measured on
@@ -64,7 +64,7 @@ from ._tiers import TieredConfig, quick_not_applicable  # noqa: E402
 
 __all__ = ["Config", "EXPERIMENT", "run"]
 
-SOURCE = "Ji et al. 2022 (seed 004), Sec 4, Fig 3 and Lemma 3.1"
+SOURCE = "Ji et al. 2022, Sec 4, Fig 3 and Lemma 3.1"
 LEVEL = 1e-3
 PAPER_EPOCHS = 500
 PAPER_BOUND = 0.1

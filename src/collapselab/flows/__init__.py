@@ -1,7 +1,7 @@
 """Gradient flows in parameter and output space, and the adapted flow as an optimizer.
 
-Seed 003 (Chen & Muñoz Ewald, arXiv:2408.01517) and Chen, arXiv:2311.15487, as recovered
-in spec/chen.md 5.1 (with errata E8, E9). For a model ``f(theta, X)``, the stacked outputs
+Chen & Munoz Ewald 2024 (arXiv:2408.01517) and Chen, arXiv:2311.15487, as recovered
+in docs/theory/adapted-flow.md (with errata E8, E9, docs/theory/errata.md). For a model ``f(theta, X)``, the stacked outputs
 ``x[theta]`` in ``R^{QN}``, the Jacobian ``D`` (``QN x K``) and the cost
 ``C = (1/2N)|x - y|^2`` (``core.cost.mean_l2``):
 

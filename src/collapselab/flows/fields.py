@@ -1,27 +1,27 @@
 """Vector fields in parameter space and the output-space flows they induce.
 
-Seed 003 §2-3 and spec/chen.md 5.1, with ``C = (1/2N)|x - y|^2`` (``core.cost.mean_l2``),
+Chen & Munoz Ewald 2024 §2-3 and docs/theory/adapted-flow.md, with ``C = (1/2N)|x - y|^2`` (``core.cost.mean_l2``),
 ``g = grad_x C = (x - y)/N``, ``G = D D^T`` and ``P`` the projector onto ``ran G``. Every
 field here is ``d theta/ds = D^T phi`` for an output covector ``phi`` (``QN``), so the
-induced output velocity is ``dx/ds = G phi`` (seed 003 (2.15); the slides' minus sign
-in ``dx/ds = -D dtheta/ds`` is a typo, spec errata E9):
+induced output velocity is ``dx/ds = G phi`` (Chen & Munoz Ewald 2024 (2.15); the slides' minus sign
+in ``dx/ds = -D dtheta/ds`` is a typo, erratum E9, docs/theory/errata.md):
 
 ====================  ===========================================  ==========================================
 field                 ``d theta / ds``                             ``dx / ds``
 ====================  ===========================================  ==========================================
-``standard``          ``-grad_theta C = -D^T g``                   ``-G g`` (seed 003 (2.18))
+``standard``          ``-grad_theta C = -D^T g``                   ``-G g`` (Chen & Munoz Ewald 2024 (2.18))
 ``adapted``           ``-(D^T D)^+ grad_theta C = -D^T G^+ g``     ``-P g`` (Lemma 2.2, (2.27)-(2.28))
 ``homotopy(alpha)``   ``-(alpha (D^T D)^+ + (1 - alpha)) D^T g``    ``-(alpha + (1 - alpha) G) P g`` (Thm 2.3)
 ``prescribed(path)``  ``D^+ xdot(s) = D^T G^+ xdot(s)``             ``P xdot(s)`` (§3.1, (3.2)-(3.5))
 ====================  ===========================================  ==========================================
 
-The adapted row covers all three cases of the issue with one formula: full rank
+The adapted row covers all three cases with one formula: full rank
 (``G^+ = G^{-1}``, Thm C'24), rank loss (``psi = G^+ g`` is the minimum-norm solution of
-the DAE ``G psi = P g``, seed 003 (2.21)-(2.22)) and the underparametrised case
+the DAE ``G psi = P g``, Chen & Munoz Ewald 2024 (2.21)-(2.22)) and the underparametrised case
 ``K < QN`` (``D^T G^+ = (D^T D)^{-1} D^T = D^+`` when ``rank D = K``); all equal ``D^+ g``.
 :func:`parameter_form_adapted` computes the underparametrised form ``(D^T D)^+ grad_theta C``
 from a dense ``D`` (``K x K``, cheaper when ``K < QN``), a second algorithm for tests.
-The slides' ``Pen[D] Pen[D^T] = (D D^T)^+`` must read ``(D^T D)^+`` (spec errata E9).
+The slides' ``Pen[D] Pen[D^T] = (D D^T)^+`` must read ``(D^T D)^+`` (erratum E9, docs/theory/errata.md).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class VectorField(ABC):
 
 @dataclass(frozen=True)
 class StandardField(VectorField):
-    """``d theta/ds = -grad_theta C`` (seed 003 (2.3)): gradient descent in the limit of small steps."""
+    """``d theta/ds = -grad_theta C`` (Chen & Munoz Ewald 2024 (2.3)): gradient descent in the limit of small steps."""
 
     name: ClassVar[str] = "standard"
 
@@ -81,10 +81,10 @@ class StandardField(VectorField):
 
 @dataclass(frozen=True)
 class AdaptedField(VectorField):
-    """``d theta/ds = -(D^T D)^+ grad_theta C``; then ``dx/ds = -P grad_x C`` (seed 003 Lemma 2.2, (2.27)).
+    """``d theta/ds = -(D^T D)^+ grad_theta C``; then ``dx/ds = -P grad_x C`` (Chen & Munoz Ewald 2024 Lemma 2.2, (2.27)).
 
     With full rank the outputs follow ``x(s) = y + e^{-s/N}(x_0 - y)`` and
-    ``C(s) = e^{-2s/N} C(0)`` (Thm C'24; spec/chen.md 5.1).
+    ``C(s) = e^{-2s/N} C(0)`` (Thm C'24; docs/theory/adapted-flow.md).
     """
 
     name: ClassVar[str] = "adapted"
@@ -95,7 +95,7 @@ class AdaptedField(VectorField):
 
 @dataclass(frozen=True)
 class HomotopyField(VectorField):
-    """``V_alpha = -(alpha (D^T D)^+ + (1 - alpha) 1) grad_theta C``, ``alpha`` in ``[0, 1]`` (seed 003 (2.31)-(2.32)).
+    """``V_alpha = -(alpha (D^T D)^+ + (1 - alpha) 1) grad_theta C``, ``alpha`` in ``[0, 1]`` (Chen & Munoz Ewald 2024 (2.31)-(2.32)).
 
     ``alpha = 0`` is the standard field, ``alpha = 1`` the adapted one; all share their
     zeros (Thm 2.3), and ``D V_alpha = -(alpha + (1 - alpha) D D^T) P grad_x C``.
@@ -113,7 +113,7 @@ class HomotopyField(VectorField):
 
 @dataclass(frozen=True)
 class PrescribedPath(VectorField):
-    """Follow a prescribed output path: ``d theta/ds = D(s)^+ xdot(s)`` (seed 003 (3.2), (3.5)).
+    """Follow a prescribed output path: ``d theta/ds = D(s)^+ xdot(s)`` (Chen & Munoz Ewald 2024 (3.2), (3.5)).
 
     ``velocity(s)`` returns ``xdot(s)`` (``QN``). The path is realisable only while
     ``xdot(s)`` lies in ``ran D(s)`` (3.3); the reported defect ``|P^perp xdot|`` measures
@@ -125,7 +125,7 @@ class PrescribedPath(VectorField):
 
     @classmethod
     def linear(cls, x0: Vector, y: Vector, duration: float) -> "PrescribedPath":
-        """The straight line ``x(s) = x0 + (s / T)(y - x0)``, ``s`` in ``[0, T]`` (seed 003 (2.51), (3.7))."""
+        """The straight line ``x(s) = x0 + (s / T)(y - x0)``, ``s`` in ``[0, T]`` (Chen & Munoz Ewald 2024 (2.51), (3.7))."""
         check_param("duration", duration, Interval(float, 0.0, closed="neither"), "PrescribedPath.linear")
         step = (y - x0) / duration
         return cls(lambda s: step)
@@ -155,7 +155,7 @@ class FieldEval:
     ``velocity`` ``(K,)``: ``d theta/ds``; ``output_velocity`` ``(QN,)``: ``D d theta/ds = G phi``;
     ``outputs`` ``(QN,)``: ``x[theta]``; ``residual``: ``x - y``; ``cost``: ``(1/2N)|x - y|^2``;
     ``solve``: the factorised Gram (rank, projector); ``epsilon``: the trapping quantity
-    ``|grad_theta C| / |grad_x C|`` (Prop C'24, spec/chen.md 5.1); ``defect``: ``|P^perp v|``
+    ``|grad_theta C| / |grad_x C|`` (Prop C'24, docs/theory/adapted-flow.md); ``defect``: ``|P^perp v|``
     for the requested output velocity ``v`` (``-grad_x C``, or ``xdot`` for a prescribed path).
     """
 
@@ -220,7 +220,7 @@ def evaluate_field(field: VectorField, omap: OutputMap, theta: Theta, y: Vector,
 
 
 def adapted_field(omap: OutputMap, theta: Theta, y: Vector, *, gram: str = "auto", rtol: float | None = None) -> Theta:
-    """``d theta/ds = -(D^T D)^+ grad_theta C = -D^T (D D^T)^+ (x - y)/N``: ``(K,)`` (seed 003 (2.27)).
+    """``d theta/ds = -(D^T D)^+ grad_theta C = -D^T (D D^T)^+ (x - y)/N``: ``(K,)`` (Chen & Munoz Ewald 2024 (2.27)).
 
     Shorthand for ``evaluate_field(AdaptedField(), ...).velocity``.
     """
@@ -231,7 +231,7 @@ def parameter_form_adapted(D: Matrix, grad_theta: Theta, rtol: float | None = No
     """``-(D^T D)^+ grad_theta C`` from a dense ``D`` (``(QN, K)``) via a ``K x K`` factorisation.
 
     The underparametrised adapted flow (``K < QN``, ``rank D = K``: the gradient for the
-    induced metric ``D^T D``; spec/chen.md 5.1). Equal to :class:`AdaptedField` for every
-    rank (seed 003 (2.26)); tests use it as an independent second algorithm.
+    induced metric ``D^T D``; docs/theory/adapted-flow.md). Equal to :class:`AdaptedField` for every
+    rank (Chen & Munoz Ewald 2024 (2.26)); tests use it as an independent second algorithm.
     """
     return -GramSolve.from_gram(D.T @ D, rtol).pinv(grad_theta)

@@ -1,6 +1,6 @@
 """The NTK Gram ``D D^T`` of a ReLU MLP assembled layer by layer, without forming ``D``.
 
-For the network of spec/chen.md 0.3 (rows are samples, a layer is ``x W^T + b``), the
+For the network of docs/theory/notation.md (rows are samples, a layer is ``x W^T + b``), the
 derivative of the output of sample ``i`` with respect to ``W_l[a, b]`` is
 ``G_{l,i}[:, a] x^{(l-1)}_i[b]`` and with respect to ``b_l[a]`` is ``G_{l,i}[:, a]``, where
 ``G_{l,i} = d x^{(L+1)}_i / d z_{l,i}`` (``Q x d_l``) is the output derivative with
@@ -13,7 +13,7 @@ Summing over the parameters of every layer gives the ``Q x Q`` block ``(i, j)`` 
     (D D^T)_{ij} = sum_{l=1}^{L+1} (<x^{(l-1)}_i, x^{(l-1)}_j> + 1) G_{l,i} G_{l,j}^T,
 
 that is ``D D^T = sum_l ((X_{l-1} X_{l-1}^T + 1) (x) 1_{QxQ}) o (G_l G_l^T)`` with ``G_l``
-stacked as ``(QN, d_l)`` and ``o`` the Hadamard product (issue 5; [DER], tested against
+stacked as ``(QN, d_l)`` and ``o`` the Hadamard product (derived here; tested against
 the autograd ``D D^T`` to 1e-12 relative in tests/flows). Cost
 ``O((QN)^2 sum_l d_l + N Q sum_l d_l d_{l+1})`` time (half of it with ``upper_only`` on the
 CPU: BLAS ``syrk``) and two ``(QN)^2`` buffers, against

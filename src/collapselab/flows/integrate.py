@@ -11,7 +11,7 @@ Methods (one registry, :data:`METHODS`; a field evaluation costs one Jacobian/Gr
   ``O(ds)``. For the standard field this is gradient descent with learning rate ``ds``;
   for the adapted field it is a damped Gauss-Newton (minimum-norm) step
   ``theta -= (ds/N) D^+ (x - y)`` whose linearised residual contracts by ``1 - ds/N``
-  (spec/chen.md 5.1).
+  (docs/theory/adapted-flow.md).
 * ``"RK23"``, ``"RK45"``, ``"DOP853"``: scipy.integrate's adaptive explicit solvers
   (3, 6, 12 evaluations per step), stepped one accepted step at a time so every step is
   recorded and a failure keeps the trajectory so far. The state goes through numpy on
@@ -29,11 +29,11 @@ Methods (one registry, :data:`METHODS`; a field evaluation costs one Jacobian/Gr
   tests check these against the closed form and against ``"DOP853"``.
 
 With ``track_deviation`` (default: for the adapted field) the corrected Prop 2.5
-``R``-equation ``dR/ds = (1/N) P^perp (R + x_0 - y)`` (spec errata E8) is integrated
+``R``-equation ``dR/ds = (1/N) P^perp (R + x_0 - y)`` (erratum E8, docs/theory/errata.md) is integrated
 alongside ``theta``, so ``deviation_error = |x - lin - (1 - t) R|`` checks the formula
 along the actual flow (to the solver tolerance; to ``O(ds)`` for Euler).
 
-**ReLU networks.** Seed 003 assumes ``D`` Lipschitz; for ReLU nets ``D`` jumps across
+**ReLU networks.** Chen & Munoz Ewald 2024 assumes ``D`` Lipschitz; for ReLU nets ``D`` jumps across
 activation boundaries, and the adapted field often points into a boundary from both
 sides (a Filippov sliding mode; on a ``[3, 16, 2]`` net with ``N = 6`` the first one
 occurs at ``s ~ 0.16``). There the output velocity is no longer ``-grad_x C`` and the
@@ -70,7 +70,7 @@ RANK_LOSS_POLICIES = ("stop", "continue")
 """``on_rank_loss``: stop with ``Status.RANK_LOSS``, or continue with the minimum-norm flow."""
 _COLLAPSE, _COLLAPSE_STEPS = 1e-6, 20  # adaptive step below 1e-6 s_end for 20 accepted steps: stalled
 _NUM_OUTPUTS = 100  # default output times of the torchdiffeq methods
-_STALL = "the field is discontinuous there (a ReLU activation boundary reached from both sides, a sliding mode; seed 003 assumes a Lipschitz D)"
+_STALL = "the field is discontinuous there (a ReLU activation boundary reached from both sides, a sliding mode; Chen & Munoz Ewald 2024 assumes a Lipschitz D)"
 
 
 def integrate(

@@ -1,6 +1,6 @@
 """Linear interpolation in output space and the deviation from it under rank loss.
 
-Seed 003 Prop 2.4-2.5, (2.51)-(2.64); spec/chen.md 5.1 and errata E8. With
+Chen & Munoz Ewald 2024 Prop 2.4-2.5, (2.51)-(2.64); docs/theory/adapted-flow.md; erratum E8, docs/theory/errata.md. With
 ``t = 1 - e^{-s/N}`` a full-rank adapted flow is the straight line
 ``x~(t) = (1 - t) x_0 + t y``. Under rank loss (``P_t`` the projector onto
 ``ran(D D^T)`` at time ``t``), ``dx~/dt = -(1/(1 - t)) P_t (x~ - y)`` and, **corrected**,
@@ -11,7 +11,7 @@ Seed 003 Prop 2.4-2.5, (2.51)-(2.64); spec/chen.md 5.1 and errata E8. With
 equivalently ``int_0^t U_{t,t'} (1 - t)/(1 - t') P_{t'}^perp (x_0 - y) dt'`` with
 ``dU_{t,t'}/dt = (1/(1 - t)) P_t^perp U_{t,t'}``. The paper prints ``P_t`` instead of
 ``P_t^perp`` in the propagator equation, contradicting its own (2.64), and
-``(1 - t) x_0 - t y`` in (2.59); we follow the spec (numerical check: 0.40612 true,
+``(1 - t) x_0 - t y`` in (2.59); we follow the corrected form (erratum E8, docs/theory/errata.md; numerical check: 0.40612 true,
 0.40612 corrected, 0.06597 as printed). For constant ``P`` the deviation is exactly
 ``t P^perp (x_0 - y)``. In flow time ``s`` (``dt/ds = (1 - t)/N``) the ``R`` equation
 reads ``dR/ds = (1/N) P^perp (R + x_0 - y)``, which the integrators carry along.
@@ -33,14 +33,14 @@ __all__ = ["reparametrised_time", "linear_interpolation", "deviation_from_interp
 
 
 def reparametrised_time(s: torch.Tensor | float, num_samples: int) -> torch.Tensor | float:
-    """``t = 1 - e^{-s/N}`` (seed 003 (2.54)): ``s = 0 -> t = 0``, ``s -> inf -> t -> 1``."""
+    """``t = 1 - e^{-s/N}`` (Chen & Munoz Ewald 2024 (2.54)): ``s = 0 -> t = 0``, ``s -> inf -> t -> 1``."""
     if isinstance(s, torch.Tensor):
         return -torch.expm1(-s / num_samples)
     return -float(np.expm1(-s / num_samples))
 
 
 def linear_interpolation(t: torch.Tensor, x0: Vector, y: Vector) -> Matrix:
-    """``(1 - t) x_0 + t y`` for each ``t`` (``(n,)`` -> ``(n, QN)``) (seed 003 (2.57))."""
+    """``(1 - t) x_0 + t y`` for each ``t`` (``(n,)`` -> ``(n, QN)``) (Chen & Munoz Ewald 2024 (2.57))."""
     t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device).reshape(-1, 1)
     return (1.0 - t) * x0 + t * y
 

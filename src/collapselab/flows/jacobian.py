@@ -1,11 +1,11 @@
 """The output map ``theta -> x[theta]`` on fixed training inputs and its Jacobian ``D``.
 
-Seed 003 (2.9), (2.12); spec/chen.md 5.1. For inputs ``X`` of shape ``(N, M)`` and a
+Chen & Munoz Ewald 2024 (2.9), (2.12); docs/theory/adapted-flow.md. For inputs ``X`` of shape ``(N, M)`` and a
 model ``f(theta, X) -> (N, Q)``, the stacked outputs ``x[theta]`` in ``R^{QN}`` list the
 ``Q`` outputs of every sample, sample by sample (row-major flattening of ``(N, Q)``),
 and ``D = dx/dtheta`` is ``(QN, K)``. The NTK Gram matrix ``D D^T`` is ``(QN, QN)``;
 its ``(i, j)`` block of size ``Q x Q`` is the neural tangent kernel ``Theta(x_i, x_j)``
-(seed 003 (3.15)).
+(Chen & Munoz Ewald 2024 (3.15)).
 
 Three ways to use ``D``, by cost:
 
@@ -124,7 +124,7 @@ class OutputMap:
         Sample by sample when the model treats samples independently: ``vmap`` over the rows of
         ``X`` of the Jacobian of one sample's ``Q`` outputs (``jacrev``; ``jacfwd`` if ``K < Q``),
         ``N Q`` products of one sample each instead of the ``QN`` products of the whole batch
-        that ``jacrev`` of the stacked map takes: ``N`` times less work (issue 5's benchmark
+        that ``jacrev`` of the stacked map takes: ``N`` times less work (the adapted-flow benchmark
         net: 0.56 s -> 0.04 s). Whether the model is samplewise is checked on every call
         against one Jacobian-vector product of the batched map (batch statistics, as in a
         BatchNorm layer in training mode, couple the samples; relative tolerance ``sqrt(eps)``);

@@ -1,7 +1,7 @@
 """Solving with the NTK Gram ``G = D D^T``: rank, pseudo-inverse, projector onto ``ran G``.
 
 Every field of :mod:`collapselab.flows.fields` is ``d theta / ds = D^T phi`` with ``phi``
-built from ``G^+`` (seed 003 (2.21)-(2.28), Thm 2.3; spec/chen.md 5.1), so one
+built from ``G^+`` (Chen & Munoz Ewald 2024 (2.21)-(2.28), Thm 2.3; docs/theory/adapted-flow.md), so one
 factorisation of ``G`` per evaluation serves them all.
 
 * :class:`GramSolve` (spectral, ``torch.linalg.eigh``): the numerical rank, ``G^+ v`` (the
@@ -97,7 +97,7 @@ class GramSolve:
         return kept @ (kept.T @ v)
 
     def projector(self) -> Matrix:
-        """``P`` as an ``(n, n)`` matrix (seed 003 (2.22), (A.8))."""
+        """``P`` as an ``(n, n)`` matrix (Chen & Munoz Ewald 2024 (2.22), (A.8))."""
         kept = self._kept
         return kept @ kept.T
 
@@ -217,7 +217,7 @@ DEFAULT_SHIFT = 1e-6
 units of roundoff, above the backward error of a float32 Cholesky of a well-scaled Gram (so the
 factorisation succeeds even for a singular ``G``, and the refinement contracts on every
 eigendirection), and small enough that the refinement contracts by at least 1/2 per sweep on
-eigenvalues ``>= sigma``. Measured on the issue-5 benchmark: trying the unshifted Gram first
+eigenvalues ``>= sigma``. Measured on the adapted-flow benchmark (docs/benchmarks/performance.md): trying the unshifted Gram first
 gave no fewer steps and cost a failed factorisation where it turns singular (sixth step,
 ``cond G ~ 1e8``): starting shifted was 5-10% faster."""
 

@@ -1,7 +1,7 @@
 """The adapted flow as an optimizer for any model: damped Gauss-Newton, ``C <= tol`` fast.
 
 The explicit Euler step of the adapted flow ``d theta/ds = -D^T (D D^T)^+ grad_x C``
-(seed 003 Lemma 2.2; spec/chen.md 5.1) with ``ds = h N`` is the minimum-norm Gauss-Newton
+(Chen & Munoz Ewald 2024 Lemma 2.2; docs/theory/adapted-flow.md) with ``ds = h N`` is the minimum-norm Gauss-Newton
 step
 
     theta <- theta - h D^T (D D^T)^+ (x[theta] - y),          0 < h <= 1,
@@ -54,7 +54,7 @@ turns singular near a solution; the refinement removes the shift's effect on the
 eigendirections above ``sigma``, and below it the step is damped as in Levenberg-Marquardt.
 If more than ``0.1 |r|`` is left (``r`` far from ``ran D D^T``: an unreachable target, where
 the float32 solve is swamped by the components outside the range), or if no shift up to
-``1e-2 max diag G`` can be factorised (``G = 0``), the run continues in ``"full"`` precision. Measured on the issue-5 benchmark (``benchmarks/adapted_flow.py``):
+``1e-2 max diag G`` can be factorised (``G = 0``), the run continues in ``"full"`` precision. Measured on the adapted-flow benchmark (``benchmarks/adapted_flow.py``, docs/benchmarks/performance.md):
 1.8x faster than ``"full"`` per run, 2.1x per step at ``QN = 16384``, in half the memory.
 The trajectory's rank is then ``-1`` (not computed; a ``STALLED`` message computes it once
 in float64) and its defect is ``|r - D d|``. ``"auto"``: ``"mixed"`` for float64 parameters

@@ -76,7 +76,7 @@ class Trajectory:
 
     @property
     def t(self) -> Vector:
-        """``t = 1 - e^{-s/N}`` (seed 003 (2.54))."""
+        """``t = 1 - e^{-s/N}`` (Chen & Munoz Ewald 2024 (2.54))."""
         return reparametrised_time(self.s, self.num_samples)
 
     @property

@@ -1,6 +1,6 @@
-"""Toy models that explain neural collapse: the square-loss dynamics of seed 002 and the ULPM of seed 004.
+"""Toy models that explain neural collapse: the square-loss dynamics of Rangamani et al. 2021 and the ULPM of Ji et al. 2022.
 
-Conventions (spec square_loss_and_ulpm.md), stated again in every docstring:
+Conventions (docs/theory/square-loss.md), stated again in every docstring:
 ``reduction="mean"`` divides a data loss by ``N``, ``"sum"`` does not; the square-loss toy
 model's summed loss with ``lam`` equals ``N`` times its mean loss with ``lam / N``; PyTorch
 ``weight_decay=wd`` on a mean loss is the paper's ``lam = wd / 2`` (penalty ``lam |W|^2``).

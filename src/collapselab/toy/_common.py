@@ -3,10 +3,10 @@
 Conventions (fixed once for the whole ``toy`` package):
 
 - ``reduction="mean"`` divides a data loss by the number of samples ``N``;
-  ``reduction="sum"`` does not. For the square-loss toy model (seed 002) the summed loss
+  ``reduction="sum"`` does not. For the square-loss toy model (Rangamani et al. 2021) the summed loss
   ``sum_n (1 - rho f_n)^2 + lam rho^2`` equals ``N`` times the mean loss with
-  ``lam / N``, so a summed-loss ``lam`` is a mean-loss ``lam / N`` (spec
-  square_loss_and_ulpm.md, "Conventions").
+  ``lam / N``, so a summed-loss ``lam`` is a mean-loss ``lam / N`` (docs/theory/square-loss.md,
+  conventions).
 - PyTorch's ``weight_decay=wd`` on a mean loss corresponds to the paper's ``lam = wd / 2``
   for a penalty ``lam * |W|^2`` (see :func:`lambda_from_weight_decay`).
 """
@@ -69,7 +69,7 @@ def lambda_from_weight_decay(weight_decay: float) -> float:
     """The paper's ``lam`` (penalty ``lam |W|^2`` on a mean loss) for PyTorch's ``weight_decay``.
 
     SGD with ``weight_decay=wd`` adds ``wd * W`` to the gradient, the gradient of
-    ``(wd / 2) |W|^2``; hence ``lam = wd / 2`` (spec square_loss_and_ulpm.md, Conventions).
+    ``(wd / 2) |W|^2``; hence ``lam = wd / 2`` (docs/theory/square-loss.md, Conventions).
     """
     wd = check_scalar("weight_decay", weight_decay, "lambda_from_weight_decay", low=0.0)
     return wd / 2.0

@@ -1,17 +1,17 @@
-"""Gradient flows of the square-loss toy model of seed 002 on a bias-free ReLU network.
+"""Gradient flows of the square-loss toy model of Rangamani et al. 2021 on a bias-free ReLU network.
 
 The binary classifier ``f_W(x) = W_L relu(W_{L-1} ... relu(W_1 x))`` (``W_L`` is ``(1, d)``),
 labels ``y_n = +-1``, margins ``f_n = y_n f_V(x_n)`` of the normalised network.
 
 - :func:`toy_flow`: the normalised dynamics with Lagrange-multiplier normalisation
-  (seed 002 eqs. 3-7): state ``(rho, V_1..V_L)`` with ``|V_k|_F = 1``;
+  (Rangamani et al. 2021 eqs. 3-7): state ``(rho, V_1..V_L)`` with ``|V_k|_F = 1``;
   ``rho_dot = 2 s sum_n (1 - rho f_n) f_n - 2 lam rho``,
   ``V_k_dot = 2 s rho (g_k - V_k <V_k, g_k>)``, ``g_k = sum_n (1 - rho f_n) df_n/dV_k``.
   The multiplier is the one that keeps ``V_k^T V_k_dot = 0`` (eq. 5); by the structural
   lemma ``<V_k, g_k> = sum_n (1 - rho f_n) f_n`` as in eq. 7.
 - :func:`unnormalised_flow`: plain gradient flow on ``W_k`` of
   ``s sum_n (1 - y_n f_W(x_n))^2 + (lam/2) sum_k |W_k|^2`` (appendix G, eqs. 46-53, with the
-  spec's weight-decay convention).
+  weight-decay convention of docs/theory/square-loss.md).
 
 ``s = 1/N`` for ``reduction="mean"`` (paper eq. 1) and ``1`` for ``"sum"``.
 
@@ -149,7 +149,7 @@ def _record(t: torch.Tensor, states: list[tuple[torch.Tensor, list[torch.Tensor]
 
 
 def toy_flow(V0: Sequence[torch.Tensor], rho0: float, X: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, lam: float = 0.0, reduction: str = "mean", step_size: float = 0.05, project: bool = True) -> ToyTrajectory:
-    """Integrate the Lagrange-normalised toy flow (seed 002 eqs. 6-7) from ``(rho0, V0)``.
+    """Integrate the Lagrange-normalised toy flow (Rangamani et al. 2021 eqs. 6-7) from ``(rho0, V0)``.
 
     V0: ``[V_1 (d_1, M), ..., V_L (1, d_{L-1})]`` of unit Frobenius norm (else
     :class:`AssumptionError`); X: ``(N, M)``; y: ``(N,)`` of +-1; t: increasing output times.

@@ -1,19 +1,19 @@
 """Normalised parametrisation ``f = rho f_V`` of homogeneous networks, margins and their moments.
 
-Seed 002 (Rangamani et al., CBMM Memo 117), section 3.3: for a bias-free ReLU network
+Rangamani et al. 2021 (CBMM Memo 117), section 3.3: for a bias-free ReLU network
 ``f_W(x) = W_L relu(W_{L-1} ... relu(W_1 x))``, positive homogeneity gives
 ``f_W = rho f_V`` with ``V_k = W_k / |W_k|_F``, ``rho_k = |W_k|_F``, ``rho = prod_k rho_k``.
 With biases the identity still holds after rescaling the biases,
 ``c_k = b_k / prod_{j <= k} rho_j`` (:func:`normalise_layers`).
 
 For networks with batch norm the library follows the authors' code
-(GraceXu182/binaryclassifiers_squareloss, ``complexity.get_complexities``; spec
-square_loss_and_ulpm.md): ``rho = prod_k |W_k|_F * prod_b |sqrt(|gamma_b|)|_2 /
+(GraceXu182/binaryclassifiers_squareloss, ``complexity.get_complexities``;
+docs/theory/square-loss.md): ``rho = prod_k |W_k|_F * prod_b |sqrt(|gamma_b|)|_2 /
 prod_b |sqrt(running_var_b)|_2``; the ``gamma`` factor is 1 for BN with ``affine=False``
 (the protocol's setting). The authors take ``sqrt(gamma)``; the absolute value here only
 avoids NaN for negative scales. Norms are computed in float64 whatever the model's dtype.
 
-Margins (spec neural_collapse.md, "Square-loss quantities"):
+Margins (docs/theory/neural-collapse.md, "Square-loss quantities"):
 ``m_n = (f_{y_n}(x_n) - max_{c != y_n} f_c(x_n)) / rho``; for two classes this is the
 authors' ``y_n (out_0 - out_1) / rho`` with ``y_n = +1`` for class 0 and ``-1`` for class 1.
 """
@@ -75,7 +75,7 @@ class Normalisation:
 def normalised_parametrisation(model: nn.Module) -> Normalisation:
     """``(V_k, rho_k, rho)`` of any module built of Linear/Conv and BatchNorm layers.
 
-    Seed 002 section 3.3 (``V_k = W_k/|W_k|_F``, ``rho = prod rho_k``); with batch norm
+    Rangamani et al. 2021 section 3.3 (``V_k = W_k/|W_k|_F``, ``rho = prod rho_k``); with batch norm
     the authors' ``rho`` divided by the running-std norms (see the module docstring).
     Biases and other parameters do not enter ``rho``. Raises :class:`ParameterError` if
     the model has no weighted layer or a BN layer keeps no running statistics.
@@ -110,7 +110,7 @@ def normalised_parametrisation(model: nn.Module) -> Normalisation:
 
 
 def rho(model: nn.Module) -> torch.Tensor:
-    """Scalar float64 ``rho`` of ``model`` (:func:`normalised_parametrisation`; seed 002 sec. 3.3)."""
+    """Scalar float64 ``rho`` of ``model`` (:func:`normalised_parametrisation`; Rangamani et al. 2021 sec. 3.3)."""
     return normalised_parametrisation(model).rho
 
 
@@ -137,7 +137,7 @@ def normalise_layers(params: Sequence[tuple[torch.Tensor, torch.Tensor | None]])
 
     By positive homogeneity of ReLU, ``relu(rho_1 V_1 x + b_1) = rho_1 relu(V_1 x + b_1/rho_1)``
     and inductively ``f_W(x) = rho f_{V,c}(x)`` with ``c_k = b_k / prod_{j<=k} rho_j``
-    (seed 002 sec. 3.3 states the bias-free case). ``W_k``: ``(d_k, d_{k-1})``;
+    (Rangamani et al. 2021 sec. 3.3 states the bias-free case). ``W_k``: ``(d_k, d_{k-1})``;
     ``b_k``: ``(d_k,)`` or ``None``. Raises :class:`ParameterError` on a zero layer.
     """
     where = "normalise_layers"
@@ -164,8 +164,8 @@ def margins(outputs: torch.Tensor, labels: torch.Tensor, rho: float | torch.Tens
 
     outputs: ``(N, Q)`` with ``Q >= 2`` (any float dtype; gradients flow through);
     labels: ``(N,)`` integers in ``[0, Q)``; rho: scalar (e.g. :func:`rho` of the model).
-    For ``Q = 2`` this is seed 002's ``y_n f_n`` with ``y = +1`` for class 0 (the authors'
-    ``y_n (out_0 - out_1) / rho``). Spec neural_collapse.md, square-loss quantities.
+    For ``Q = 2`` this is Rangamani et al. 2021's ``y_n f_n`` with ``y = +1`` for class 0 (the authors'
+    ``y_n (out_0 - out_1) / rho``); docs/theory/square-loss.md.
     """
     where = "margins"
     out = as_tensor(outputs, "outputs", where)
@@ -191,7 +191,7 @@ def margins(outputs: torch.Tensor, labels: torch.Tensor, rho: float | torch.Tens
 
 @dataclass(frozen=True)
 class MarginStats:
-    """Seed 002 sec. 3.4.1: ``mu = mean m_n``, ``second_moment M = mean m_n^2``,
+    """Rangamani et al. 2021 sec. 3.4.1: ``mu = mean m_n``, ``second_moment M = mean m_n^2``,
     ``sigma = sqrt(M - mu^2)`` (population variance, divisor N); ``minimum = min m_n``."""
 
     mu: float
@@ -216,7 +216,7 @@ def margin_stats(margin: torch.Tensor) -> MarginStats:
 def radial_derivatives(model: nn.Module, value: torch.Tensor) -> dict[str, torch.Tensor]:
     """``<W_k, d value / d W_k>`` for every weighted layer (Linear/Conv) of ``model``.
 
-    Structural lemma (seed 002 Lemma 6, appendix B): for a bias-free ReLU network and
+    Structural lemma (Rangamani et al. 2021 Lemma 6, appendix B): for a bias-free ReLU network and
     ``value = f_W(x)`` every entry equals ``f_W(x)``. Batch norm (``affine=False``, train
     mode) makes the loss invariant under ``W_k -> a W_k`` for a layer feeding it, so the
     entry is 0 for such layers (exactly only as ``eps -> 0``). ``value``: a scalar built
@@ -240,7 +240,7 @@ def scale_invariant_layers(model: nn.Module) -> list[str]:
 
     Determined from registration order: a Linear/Conv whose next leaf module is a
     BatchNorm with matching ``num_features``. Such a layer's weight and bias are
-    scale/shift invariant under BN in training mode (spec square_loss_and_ulpm.md: batch
+    scale/shift invariant under BN in training mode (docs/theory/square-loss.md: batch
     norm makes each weight below it scale-invariant and its bias gradient vanish).
     """
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]

@@ -1,6 +1,6 @@
-"""Theorem 3 of seed 002 at the last layer, and the global optimum of the MSE unconstrained-features model.
+"""Theorem 3 of Rangamani et al. 2021 at the last layer, and the global optimum of the MSE unconstrained-features model.
 
-Convention (seed 002 Theorem 3 proof, kept here): the SUMMED half-square loss with half
+Convention (Rangamani et al. 2021 Theorem 3 proof, kept here): the SUMMED half-square loss with half
 weight decay, ``(1/2) sum_n |W h_n + b - y_n|^2 + (lam/2) |W|_F^2`` over ``C`` balanced classes
 of ``N`` samples each (``CN`` samples, one-hot ``y_n``); the bias ``b`` is NOT penalised.
 (PyTorch ``weight_decay=wd`` on this summed loss is ``lam = wd``.)
@@ -8,7 +8,7 @@ of ``N`` samples each (``CN`` samples, one-hot ``y_n``); the bias ``b`` is NOT p
 Theorem 3 (symmetric quasi-interpolation ``f^c(x_c) = 1 - eps``, ``f^{c'}(x_c) = eps/(C-1)`` on
 collapsed features ``h = mu_c``) predicts ``W^c = C N eps / (lam (C-1)) (mu_c - mu_G)``,
 ``|W^c|^2 = (N/lam)(eps - C eps^2/(C-1))``, ``cos(W^c, W^c') = -1/(C-1)`` and (eq. 35)
-``<W^c, mu_G> + b_c = 1/C``. Erratum E-3 (spec square_loss_and_ulpm.md): this needs the
+``<W^c, mu_G> + b_c = 1/C``. Erratum E-3 (docs/theory/square-loss.md): this needs the
 unpenalised bias; without it ``sum_c W^c = 0`` contradicts outputs summing to 1, and the
 bias-free least-squares solution does not quasi-interpolate symmetrically
 (:func:`theorem3_check` then fails, as it must).
@@ -85,7 +85,7 @@ class Theorem3Check:
 
 
 def theorem3_check(W: torch.Tensor, b: torch.Tensor, means: torch.Tensor, num_per_class: int, lam: float) -> Theorem3Check:
-    """Evaluate Theorem 3 (seed 002 sec. 6, eqs. 33-36) on a last layer and collapsed means.
+    """Evaluate Theorem 3 (Rangamani et al. 2021 sec. 6, eqs. 33-36) on a last layer and collapsed means.
 
     W: ``(C, d)``; b: ``(C,)`` (zeros for a bias-free layer); means: ``(C, d)``. Returns the
     residuals of each conclusion (:class:`Theorem3Check`); with the bias of
@@ -144,7 +144,7 @@ class UFMOptimum:
 def ufm_mse_optimum(num_classes: int, num_per_class: int, lam: float) -> UFMOptimum:
     """Closed-form optimum of ``(1/2) sum_n |W h_n + b - y_n|^2 + (lam/2)(|W|^2 + |H|^2)``.
 
-    Spec square_loss_and_ulpm.md: for ``lam < sqrt(N)`` the optimum is collapsed with
+    docs/theory/square-loss.md: for ``lam < sqrt(N)`` the optimum is collapsed with
     ``eps* = lam (C-1) / (C sqrt N)``, ``W^c = sqrt(N) (mu_c - mu_G)``, ``mu_G = 0``,
     ``b = 1/C`` and ``<W^c, mu_c - mu_G> = p = (C-1)/C - eps*``; the loss is
     ``C^2 N eps*^2 / (2 (C-1)) + lam C sqrt(N) p``. (Derivation: per class the squared

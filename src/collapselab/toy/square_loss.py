@@ -1,6 +1,6 @@
-"""Closed forms of the square-loss toy model (seed 002, sections 3-5 and appendices E-G).
+"""Closed forms of the square-loss toy model (Rangamani et al. 2021, sections 3-5 and appendices E-G).
 
-Conventions (spec square_loss_and_ulpm.md, "Conventions"), used by every function here:
+Conventions (docs/theory/square-loss.md, "Conventions"), used by every function here:
 
 - margins ``f_n = y_n f_V(x_n)`` of the normalised network; ``mu = mean f_n``,
   ``M = mean f_n^2`` (the second moment, :class:`~collapselab.toy.normalisation.MarginStats`).
@@ -8,7 +8,7 @@ Conventions (spec square_loss_and_ulpm.md, "Conventions"), used by every functio
   ``reduction="sum"`` (Lemma 2, appendix F): ``L = sum_n (1 - rho f_n)^2 + lam rho^2``.
   The summed loss with ``lam`` is ``N`` times the mean loss with ``lam / N``.
 - The unnormalised network carries weight decay ``(lam/2) sum_k |W_k|^2`` (Lemma 10, as
-  corrected in the spec); PyTorch ``weight_decay=wd`` on a mean loss is ``lam = wd/2`` for a
+  corrected in docs/theory/errata.md); PyTorch ``weight_decay=wd`` on a mean loss is ``lam = wd/2`` for a
   penalty ``lam |W|^2`` (:func:`~collapselab.toy.lambda_from_weight_decay`).
 
 Functions take plain floats (or float64 tensors for vectorised time grids) and return
@@ -59,7 +59,7 @@ def mean_lambda(lam: float, *, reduction: str = "mean", num_samples: int | None 
 
 
 def rho_eq(mu: float, M: float, lam: float = 0.0, *, reduction: str = "mean", num_samples: int | None = None) -> float:
-    """Critical point of the rho flow: ``rho_eq = mu / (M + lam)`` (seed 002 eq. 11, mean loss).
+    """Critical point of the rho flow: ``rho_eq = mu / (M + lam)`` (Rangamani et al. 2021 eq. 11, mean loss).
 
     For the summed loss ``lam`` is replaced by ``lam / N``. ``rho_0`` is its value at
     ``lam = 0``. Raises :class:`ParameterError` if ``M + lam <= 0``.
@@ -74,7 +74,7 @@ def rho_eq(mu: float, M: float, lam: float = 0.0, *, reduction: str = "mean", nu
 
 
 def toy_loss(rho: float | torch.Tensor, margin: torch.Tensor, lam: float = 0.0, *, reduction: str = "mean") -> torch.Tensor:
-    """``s sum_n (1 - rho f_n)^2 + lam rho^2`` with ``s = 1/N`` (mean) or 1 (sum); seed 002 eq. 1.
+    """``s sum_n (1 - rho f_n)^2 + lam rho^2`` with ``s = 1/N`` (mean) or 1 (sum); Rangamani et al. 2021 eq. 1.
 
     margin: ``(N,)`` margins ``f_n``; rho: scalar (float or tensor; differentiable).
     """
@@ -86,7 +86,7 @@ def toy_loss(rho: float | torch.Tensor, margin: torch.Tensor, lam: float = 0.0, 
 
 
 def lemma9_loss(rho: float | torch.Tensor, mu: float | torch.Tensor, rho_dot: float | torch.Tensor, *, reduction: str = "mean", num_samples: int | None = None) -> float | torch.Tensor:
-    """Lemma 9 (seed 002 appendix E): ``L = 1 - rho (mu + rho_dot / 2)`` along the toy flow.
+    """Lemma 9 (Rangamani et al. 2021 appendix E): ``L = 1 - rho (mu + rho_dot / 2)`` along the toy flow.
 
     Mean loss; with the summed loss (``rho_dot`` of the summed flow)
     ``L = N (1 - rho mu) - rho rho_dot / 2``. Holds for normalised networks
@@ -99,7 +99,7 @@ def lemma9_loss(rho: float | torch.Tensor, mu: float | torch.Tensor, rho_dot: fl
 def rho_flow_solution(t: float | torch.Tensor, rho0: float, mu: float, M: float, lam: float = 0.0, *, reduction: str = "mean", num_samples: int | None = None) -> float | torch.Tensor:
     """Exact ``rho(t)`` of eq. 8 with frozen margins: ``rho_eq + (rho0 - rho_eq) e^{-2 s (M + lam/s) t}``.
 
-    Seed 002 eq. 8, ``rho_dot = 2 (mu - rho (M + lam))`` (mean loss, ``s = 1``); the summed
+    Rangamani et al. 2021 eq. 8, ``rho_dot = 2 (mu - rho (M + lam))`` (mean loss, ``s = 1``); the summed
     loss has ``s = N``. ``t`` may be a float or a float64 tensor of times.
     """
     s = _time_scale(reduction, num_samples, "rho_flow_solution")
@@ -112,8 +112,8 @@ def rho_flow_solution(t: float | torch.Tensor, rho0: float, mu: float, M: float,
 def recursion_factor(lr: float, M: float, lam: float = 0.0, *, reduction: str = "mean", num_samples: int | None = None) -> float:
     """Contraction factor ``q = 1 - 2 eta s (M + lam/s)`` of the exact gradient-descent recursion.
 
-    ``rho_{k+1} = rho_k + 2 eta (mu - rho_k (M + lam))`` (mean loss; spec
-    square_loss_and_ulpm.md replaces the heuristic second-order ODE of seed 002 sec. 5 by
+    ``rho_{k+1} = rho_k + 2 eta (mu - rho_k (M + lam))`` (mean loss; docs/theory/square-loss.md
+    replaces the heuristic second-order ODE of Rangamani et al. 2021 sec. 5 by
     this exact scalar recursion), so ``rho_{k+1} - rho_eq = q (rho_k - rho_eq)``.
     """
     where = "recursion_factor"
@@ -151,7 +151,7 @@ def rho_recursion(rho0: float, mu: float, M: float, lam: float, lr: float, steps
 
 @dataclass(frozen=True)
 class Lemma2Case:
-    """A critical configuration of Lemma 2 (seed 002, corrected in the spec).
+    """A critical configuration of Lemma 2 (Rangamani et al. 2021, corrected: docs/theory/errata.md).
 
     rho: the minimising norm; loss: the minimal loss (in the requested reduction);
     gap: ``1 - rho / rho_0``, the interpolation gap of the points held at margin ``1/rho_0``;
@@ -180,7 +180,7 @@ def lemma2_equal_margins(rho0: float, lam: float, num_samples: int, *, reduction
 
     ``rho_lam = rho_0 / (1 + lam rho_0^2 / N)``, loss ``lam rho_0^2 / (1 + lam rho_0^2 / N)``
     (appendix F eq. 42), gap ``eps = 1 - rho_lam / rho_0 = lam rho_0^2 / (N + lam rho_0^2)``.
-    Correction (spec): the paper prints ``eps = lam rho_0``. Summed loss
+    Correction (docs/theory/errata.md): the paper prints ``eps = lam rho_0``. Summed loss
     ``sum_n (1 - rho f_n)^2 + lam rho^2`` by default; ``reduction="mean"`` reads ``lam`` as a
     mean-loss ``lam`` (summed ``N lam``) and returns the mean loss.
     """
@@ -195,7 +195,7 @@ def lemma2_stuck_points(rho0: float, lam: float, num_samples: int, num_stuck: in
     Minimising ``m (1 - rho/rho_0)^2 + lam rho^2`` gives ``rho = rho_0 / (1 + lam rho_0^2/m)``,
     loss ``lam rho_0^2 / (1 + lam rho_0^2/m)`` (eq. 43) and interpolating margins
     ``1/rho = (1 + lam rho_0^2/m)/rho_0``: they exceed the stuck ones by
-    ``lam rho_0 / m``, the margin DIFFERENCE (spec correction: not the gap ``eps``).
+    ``lam rho_0 / m``, the margin DIFFERENCE (corrected, docs/theory/errata.md: not the gap ``eps``).
     Conventions as :func:`lemma2_equal_margins`.
     """
     where = "lemma2_stuck_points"
@@ -211,7 +211,7 @@ def unnormalised_rho_rate(rho_k: torch.Tensor, mu: float, M: float, lam: float =
     structural lemma gives ``d rho_k/dt = 2 s' (rho/rho_k)(mu - rho M) - lam rho_k`` and so
     ``d rho/dt = 2 s' rho^2 (sum_k rho_k^{-2}) (mu - rho M) - L lam rho``
     (``s' = 1`` mean, ``N`` sum). With equal norms ``rho_k = rho^{1/L}`` and ``lam = 0``
-    this is seed 002 eq. 51, ``2 L rho^{(2L-2)/L} (mu - rho M)`` (mean loss). rho_k: ``(L,)``.
+    this is Rangamani et al. 2021 eq. 51, ``2 L rho^{(2L-2)/L} (mu - rho M)`` (mean loss). rho_k: ``(L,)``.
     """
     where = "unnormalised_rho_rate"
     s = _time_scale(reduction, num_samples, where)
@@ -223,7 +223,7 @@ def unnormalised_rho_rate(rho_k: torch.Tensor, mu: float, M: float, lam: float =
 
 
 def equal_growth(gaps0: float | torch.Tensor, lam: float, t: float | torch.Tensor) -> float | torch.Tensor:
-    """Lemma 10 (seed 002 appendix G.1, spec form): ``|W_k|^2 - |W_1|^2`` at time ``t``.
+    """Lemma 10 (Rangamani et al. 2021 appendix G.1, corrected form): ``|W_k|^2 - |W_1|^2`` at time ``t``.
 
     Under gradient flow with weight decay ``(lam/2) sum_k |W_k|^2``,
     ``d|W_k|^2/dt = -2 <W_k, dL_data/dW_k> - 2 lam |W_k|^2`` and the first term is the

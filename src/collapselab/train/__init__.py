@@ -6,7 +6,7 @@ phase (first epoch of zero training error), measures NC1-NC4 of the classifier's
 at log-spaced epochs (through :mod:`collapselab.collapse`), stops on divergence with a
 :class:`~collapselab.core.errors.DivergenceError`, and continues bit-identically from
 :meth:`Trainer.state_dict`. Models of the seeds live in :mod:`.models`; :class:`Series` runs several trainings in one
-resumable run folder; :mod:`.protocols` holds the seed-002 protocol pieces.
+resumable run folder; :mod:`.protocols` holds the Rangamani et al. 2021 protocol pieces.
 """
 
 from .callbacks import Checkpoint, MetricsLogger, TensorBoardLogger

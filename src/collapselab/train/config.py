@@ -1,13 +1,14 @@
 """Training configuration: loss, optimizer, schedule, batching, tracking, divergence guard.
 
 Conventions (fixed here, quoted by every experiment):
+
 - ``loss="mse"`` is PyTorch's ``MSELoss`` on the targets: the mean over the batch AND the
-  outputs, ``(1/(B P)) sum_i |f(x_i) - y_{c_i}|^2`` (PHD 2020 / HPD 2022, and the seed-002
+  outputs, ``(1/(B P)) sum_i |f(x_i) - y_{c_i}|^2`` (PHD 2020 / HPD 2022, and the Rangamani et al. 2021
   authors' code). ``loss="cross_entropy"`` is the batch mean of ``-log softmax(f)_{c_i}``.
 - ``weight_decay=wd`` is PyTorch's (adds ``wd * theta`` to the gradient), i.e. the penalty
-  ``(wd/2) |theta|^2`` on the mean loss, the spec's lambda = wd/2 (spec/square_loss_and_ulpm.md,
+  ``(wd/2) |theta|^2`` on the mean loss, the toy model's lambda = wd/2 (docs/theory/square-loss.md,
   conventions). On the loss summed over the N samples and P outputs (``N P`` times the MSE
-  mean) it is ``lambda = N P wd / 2`` (P = 2 for the seed-002 binary network).
+  mean) it is ``lambda = N P wd / 2`` (P = 2 for the Rangamani et al. 2021 binary network).
 - ``schedule="phd_step"`` multiplies the learning rate by 0.1 after ``epochs // 3`` and
   ``2 epochs // 3`` epochs (PHD 2020); ``"constant"`` keeps it; ``"cosine"`` anneals to 0.
 """

@@ -1,11 +1,11 @@
 """Image tensors for training from flat :class:`~collapselab.core.data.ClassificationData`.
 
-Loaders return ``X (N, M)`` rows (DESIGN.md); convolutional models want ``(N, c, H, W)``.
+Loaders return ``X (N, M)`` rows (docs/datasets.md); convolutional models want ``(N, c, H, W)``.
 :func:`as_images` reshapes, optionally zero-pads to a larger square and normalises as the
 protocols do: ``"standardise"`` subtracts the training set's global mean and divides by its
 global standard deviation (PHD 2020 preprocessing), ``"unit_norm"`` rescales every input to
-Euclidean norm 1 (seed 002, "every input to the network is scaled such that it has norm <= 1").
-:func:`randomise_labels` replaces a fraction of the labels by uniformly drawn ones (seed 002
+Euclidean norm 1 (Rangamani et al. 2021, "every input to the network is scaled such that it has norm <= 1").
+:func:`randomise_labels` replaces a fraction of the labels by uniformly drawn ones (Rangamani et al. 2021
 appendix, random-label experiments).
 """
 
@@ -68,7 +68,7 @@ def as_images(
 
 def randomise_labels(labels: torch.Tensor, fraction: float, num_classes: int, *, generator: torch.Generator) -> torch.Tensor:
     """A copy of ``labels (N,)`` where ``round(fraction N)`` samples, chosen at random, get a label
-    drawn uniformly from ``[0, num_classes)`` (it may equal the old one, as in the seed-002
+    drawn uniformly from ``[0, num_classes)`` (it may equal the old one, as in the Rangamani et al. 2021
     random-label experiments: with ``fraction = 1`` the labels carry no information).
     ``generator`` is a CPU generator (the draws do not depend on the labels' device)."""
     where = "randomise_labels"

@@ -2,7 +2,7 @@
 
 A forward hook on the classifier captures its input (flattened to ``(B, d)``) while the model
 runs in eval mode without gradients; the features go into a streaming
-``collapselab.collapse.CollapseStatistics`` (float64 sufficient statistics, spec/neural_collapse.md
+``collapselab.collapse.CollapseStatistics`` (float64 sufficient statistics, docs/theory/neural-collapse.md
 "How to compute"), which is summed over processes before the report, so the report of ``R``
 processes measuring disjoint shards equals the report of one process measuring all samples.
 The pass also sums the loss and the classification errors.
@@ -65,7 +65,7 @@ def measure_features(
     """NC report scalars and summed batch ``scores`` of ``model`` on ``source[indices]`` (all ranks).
 
     Two passes, as the per-sample metrics need the final class means (NC4, nearest-centre
-    accuracy, within-class distances; spec/neural_collapse.md): the first runs the model,
+    accuracy, within-class distances; docs/theory/neural-collapse.md): the first runs the model,
     sums loss and errors and accumulates class sums; the second feeds the features into
     statistics built with those means and the classifier ``weights (P, d)``, ``bias (P,)``;
     a classifier with ``P != num_classes`` outputs (MSE targets of another width) gives the

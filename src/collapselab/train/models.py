@@ -3,15 +3,15 @@
 Every model exposes ``model.classifier``, the last layer; the *features* are the input of that
 layer, flattened to ``(B, d)``, and :func:`classifier_weights` returns the classifier as a matrix
 ``W (C, d)`` and bias ``b (C,)`` acting on those features (``W h + b``), which is what the neural
-collapse metrics need (spec/neural_collapse.md, notation).
+collapse metrics need (docs/theory/neural-collapse.md, notation).
 
 - :class:`MLP`: ``widths = [M, d_1, ..., d_L, C]``, ReLU (optional batch norm) hidden layers.
-- :class:`SquareLossConvNet`: the seed-002 "3 conv + FC" network as the authors' code builds it
-  (spec/square_loss_and_ulpm.md, seed 002 experiments): conv 3x3/s2 (C_in->32), BN, ReLU,
+- :class:`SquareLossConvNet`: the Rangamani et al. 2021 "3 conv + FC" network as the authors' code builds it
+  (docs/theory/square-loss.md, Rangamani et al. 2021 experiments): conv 3x3/s2 (C_in->32), BN, ReLU,
   conv 32->64 (s2), BN, ReLU, conv 64->128 (s2), BN, ReLU, conv 128->C with a 4x4 kernel (the
   classifier); BN affine off, conv biases on; 32x32 inputs.
 - :class:`VGG`: VGG-11/13 (Simonyan and Zisserman 2015, configurations A and B) in the
-  CIFAR form used by PHD 2020 and the ULPM paper (seed 004, Fig 3): the convolutional stack, then
+  CIFAR form used by PHD 2020 and the ULPM paper (Ji et al. 2022, Fig 3): the convolutional stack, then
   one linear classifier on the 512-channel 1x1 map. 28x28 inputs are zero-padded to 32x32 so that
   the five 2x2 max-pools are exact (deviation from torchvision, which has a 4096-wide head for
   224x224 inputs). ``width`` scales every channel count (1.0 = the paper's widths).
@@ -50,7 +50,7 @@ class MLP(nn.Module):
     """Fully connected ReLU classifier ``widths = [M, d_1, ..., d_L, C]``.
 
     Input ``(B, M)`` (or any shape, flattened from dim 1); output ``(B, C)``. ``batch_norm``
-    inserts ``BatchNorm1d`` (affine as ``bn_affine``) before each ReLU, as the seed-002
+    inserts ``BatchNorm1d`` (affine as ``bn_affine``) before each ReLU, as the Rangamani et al. 2021
     toy model's normalisation stand-in. The classifier is ``layers[-1]``.
     """
 
@@ -74,8 +74,8 @@ class MLP(nn.Module):
 
 
 class SquareLossConvNet(nn.Module):
-    """The seed-002 binary-classification network (Rangamani et al., CBMM Memo 117, Sec 7;
-    layout completed from the authors' code, spec/square_loss_and_ulpm.md).
+    """The Rangamani et al. 2021 binary-classification network (Rangamani et al., CBMM Memo 117, Sec 7;
+    layout completed from the authors' code, docs/theory/square-loss.md).
 
     ``(B, in_channels, 32, 32) -> (B, num_classes)``: three 3x3 stride-2 convolutions
     (``channels``, default 32, 64, 128) each followed by BatchNorm (``affine=False``) and ReLU,
@@ -218,7 +218,7 @@ def classifier_weights(classifier: nn.Module) -> tuple[torch.Tensor, torch.Tenso
     """The classifier as ``(W (C, d), b (C,) or None)`` acting on the flattened features.
 
     ``nn.Linear``: its weight and bias. ``nn.Conv2d`` whose kernel covers its whole input (the
-    seed-002 classifier; stride 1, no padding, no dilation, one group): ``weight.reshape(C, -1)``,
+    Rangamani et al. 2021 classifier; stride 1, no padding, no dilation, one group): ``weight.reshape(C, -1)``,
     which matches flattening the ``(c, h, w)`` feature map row-major. Returns detached tensors.
     """
     if isinstance(classifier, nn.Linear):
@@ -233,8 +233,8 @@ def classifier_weights(classifier: nn.Module) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.no_grad()
 def scale_conv_init(model: nn.Module, scale: float, *, generator: torch.Generator | None = None) -> None:
-    """Seed-002 initialisation: every conv/linear weight drawn normal, then rescaled to
-    Frobenius norm ``scale`` (the same for every layer; spec/square_loss_and_ulpm.md). The
+    """Rangamani et al. 2021 initialisation: every conv/linear weight drawn normal, then rescaled to
+    Frobenius norm ``scale`` (the same for every layer; docs/theory/square-loss.md). The
     protocol's draw has standard deviation 0.05, which cancels in the rescaling
     (``s w / |w|`` does not depend on the scale of ``w``), so a standard normal is drawn.
     ``generator`` is a CPU generator (same weights on every device). Biases keep PyTorch's

@@ -1,6 +1,6 @@
-"""The seed-002 training protocol pieces shared by the square-loss experiments.
+"""The Rangamani et al. 2021 training protocol pieces shared by the square-loss experiments.
 
-spec/square_loss_and_ulpm.md, "Experiments (authors' protocol, completed from their code)":
+docs/theory/square-loss.md, "Experiments (authors' protocol, completed from their code)":
 two classes of an image data set (here Fashion-MNIST, padded 28 -> 32, one channel), every
 input rescaled to unit L2 norm, the "3 conv + FC" network with BN (affine off), every conv
 weight drawn ``N(0, 0.05^2)`` and rescaled to Frobenius norm ``s``, MSE on one-hot targets,
@@ -38,7 +38,7 @@ class BinaryImages:
 
 def binary_fashion_mnist(classes: Sequence[int], per_class: int, test_per_class: int, *, dtype: torch.dtype = torch.float32, root: str | None = None) -> BinaryImages:
     """Two Fashion-MNIST classes (relabelled 0, 1), the first ``per_class`` / ``test_per_class``
-    images of each, zero-padded to 32x32 and scaled to unit norm (seed-002 protocol)."""
+    images of each, zero-padded to 32x32 and scaled to unit norm (Rangamani et al. 2021 protocol)."""
     train = load_fashion_mnist("train", classes=list(classes), limit_per_class=per_class, root=root, dtype=torch.float64)
     test = load_fashion_mnist("test", classes=list(classes), limit_per_class=test_per_class, root=root, dtype=torch.float64)
     X, y, _ = as_images(train, pad_to=32, normalise="unit_norm", dtype=dtype)
@@ -47,7 +47,7 @@ def binary_fashion_mnist(classes: Sequence[int], per_class: int, test_per_class:
 
 
 def seed002_model(init_scale: float, *, channels: Sequence[int] = (32, 64, 128), seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> nn.Module:
-    """The seed-002 network for one-channel 32x32 inputs, every conv rescaled to norm
+    """The Rangamani et al. 2021 network for one-channel 32x32 inputs, every conv rescaled to norm
     ``init_scale`` (:func:`.models.scale_conv_init`). Seeds the global torch RNG with ``seed``
     (PyTorch's default bias initialisation draws from it)."""
     torch.manual_seed(seed)

@@ -124,7 +124,7 @@ class Trainer:
     :func:`.models.classifier_of`); the classifier metrics (NC2 of the weights, NC3, NC4,
     accuracy, margins) need it to have ``C`` outputs and are NaN otherwise (MSE targets of
     width ``P != C``). epoch_metrics: ``f(model) -> {name: value}`` evaluated after
-    every epoch (e.g. the seed-002 rho). callbacks: see :class:`Callback`. The attribute
+    every epoch (e.g. the Rangamani et al. 2021 rho). callbacks: see :class:`Callback`. The attribute
     ``on_step``, if set to ``f(step, steps)``, is called after every optimisation step of an
     epoch (progress displays within long epochs).
     measure_batch_size: batch size of measurement passes (default: the training batch size).

@@ -1,6 +1,6 @@
 """The canonical classification data container and its one boundary check.
 
-Conventions (DESIGN.md): inputs ``X`` of shape ``(N, M)``, one row per sample (the
+Conventions (docs/datasets.md): inputs ``X`` of shape ``(N, M)``, one row per sample (the
 papers use columns); integer ``labels`` in ``[0, Q)``; reference outputs ``Y`` of
 shape ``(Q, P)``, row ``j`` is ``y_j`` (default: the ``Q x Q`` identity). Class order
 is never assumed: samples are grouped with index arrays.

@@ -1,4 +1,4 @@
-"""Loaders: real and user data as :class:`ClassificationData` (spec/datasets.md).
+"""Loaders: real and user data as :class:`ClassificationData` (docs/datasets.md).
 
 Every loader ends in :func:`check_data`, so its result has ``X (N, M)`` of the requested
 float ``dtype`` (float64 by default), int64 ``labels`` in ``[0, Q)`` and ``Y`` the

@@ -1,4 +1,4 @@
-"""Synthetic classification data with known structure (spec/datasets.md, "synthetic").
+"""Synthetic classification data with known structure (docs/datasets.md, "synthetic").
 
 * :func:`gaussian_clusters`: ``Q`` clusters whose every point lies within ``delta`` of
   its mean (CE23's ``delta = sup |Δx|``), means linearly independent.

@@ -1,4 +1,4 @@
-"""The unconstrained layer-peeled model (ULPM) with cross-entropy (seed 004; spec square_loss_and_ulpm.md).
+"""The unconstrained layer-peeled model (ULPM) with cross-entropy (Ji et al. 2022; docs/theory/ulpm.md).
 
 Loss and closed-form gradients, gradient descent (optionally noisy) and gradient flow,
 trajectory diagnostics (the Figure 2 quantities, NC margin and Lemma 3.1's bound, the

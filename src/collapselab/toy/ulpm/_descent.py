@@ -1,4 +1,4 @@
-"""Gradient descent and gradient flow of the ULPM cross-entropy (seed 004, section 2.2).
+"""Gradient descent and gradient flow of the ULPM cross-entropy (Ji et al. 2022, section 2.2).
 
 Closed-form gradients (:mod:`._loss`), float64, on the device of ``W``. One descent step is
 ``W <- W - lr (grad_W + sigma xi_W)``, ``H <- H - lr (grad_H + sigma xi_H)`` with standard

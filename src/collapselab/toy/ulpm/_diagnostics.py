@@ -1,10 +1,10 @@
 """Diagnostics of a ULPM point ``(W, H)``: neural-collapse quantities, NC margin, alignment, KKT.
 
-Seed 004 sections 3.1 and 4; definitions as in spec neural_collapse.md ("ULPM quantities").
+Ji et al. 2022 sections 3.1 and 4; definitions as in docs/theory/neural-collapse.md ("ULPM quantities").
 Layout as :mod:`collapselab.toy.ulpm._loss`: ``W (K, d)``, ``H (d, n K)`` class-major.
 The figure quantities are computed here in one batched pass over the ``(K, n, d)``
 features, cheap enough for every recorded step of a 1e5-step run; they follow the
-canonical definitions of spec neural_collapse.md (std with Bessel correction, unweighted
+canonical definitions of docs/theory/neural-collapse.md (std with Bessel correction, unweighted
 global mean ``mu_G``, classifier rows not centred). ``collapselab.collapse.collapse_report``
 computes the same numbers through its streaming statistics (a heavier, general path);
 the tests check that the two agree to 1e-10.
@@ -38,7 +38,7 @@ FIGURE_QUANTITIES = (
     "classifier_cosine",
     "self_duality",
 )
-"""Names of the six curves of seed 004 Figure 2 (panels a: first two, b, c: next two, d)."""
+"""Names of the six curves of Ji et al. 2022 Figure 2 (panels a: first two, b, c: next two, d)."""
 
 
 def _pairwise_cosine_error(rows: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ def _norm_variation(rows: torch.Tensor) -> torch.Tensor:
 
 
 def figure_quantities(W: torch.Tensor, H: torch.Tensor) -> dict[str, float]:
-    """The four quantities of seed 004 Figure 2 (six curves, names in :data:`FIGURE_QUANTITIES`).
+    """The four quantities of Ji et al. 2022 Figure 2 (six curves, names in :data:`FIGURE_QUANTITIES`).
 
     (1) ``Std/Avg |mu_c - mu_G|`` and ``Std/Avg |w_c|``; (2) ``Avg |h_{c,i} - mu_c| /
     Avg |h_{c,i} - mu_G|``; (3) ``Avg_{c != c'} |cos + 1/(K-1)|`` of the centred means and of
@@ -93,13 +93,13 @@ def _margins(W: torch.Tensor, H: torch.Tensor, n: int) -> tuple[torch.Tensor, to
 
 
 def nc_margin(W: torch.Tensor, H: torch.Tensor) -> float:
-    """Neural-collapse margin ``q_min = min_{k,i} (w_k^T h_{k,i} - max_{j != k} w_j^T h_{k,i})`` (seed 004 Def. 3.1)."""
+    """Neural-collapse margin ``q_min = min_{k,i} (w_k^T h_{k,i} - max_{j != k} w_j^T h_{k,i})`` (Ji et al. 2022 Def. 3.1)."""
     W, H, n = check_ulpm(W, H, "nc_margin")
     return float(_margins(W, H, n)[2].min())
 
 
 def nc_margin_bound(W: torch.Tensor, H: torch.Tensor) -> float:
-    """Lemma 3.1 (seed 004): ``q_min <= (|W|_F^2 + |H|_F^2) / (2 (K-1) sqrt(n))``, equality iff collapse."""
+    """Lemma 3.1 (Ji et al. 2022): ``q_min <= (|W|_F^2 + |H|_F^2) / (2 (K-1) sqrt(n))``, equality iff collapse."""
     W, H, n = check_ulpm(W, H, "nc_margin_bound")
     return float((W.square().sum() + H.square().sum()) / (2 * (W.shape[0] - 1) * math.sqrt(n)))
 
@@ -107,8 +107,8 @@ def nc_margin_bound(W: torch.Tensor, H: torch.Tensor) -> float:
 def alignment(W: torch.Tensor, H: torch.Tensor) -> float:
     """``beta = <(W, H), -grad L> / (|(W, H)| |grad L|)``, the cosine with the descent direction.
 
-    Seed 004 Lemma 3.2 prints it without the minus sign, which would make ``beta -> -1``;
-    with the sign fixed (spec) ``beta -> 1`` along gradient flow (Lemma 3.3). The same for the
+    Ji et al. 2022 Lemma 3.2 prints it without the minus sign, which would make ``beta -> -1``;
+    with the sign fixed (docs/theory/errata.md) ``beta -> 1`` along gradient flow (Lemma 3.3). The same for the
     summed and the mean loss (they differ by the positive factor ``N``), so it takes no ``reduction``.
     """
     W, H, n = check_ulpm(W, H, "alignment")
@@ -122,8 +122,8 @@ def alignment(W: torch.Tensor, H: torch.Tensor) -> float:
 def approximate_kkt(W: torch.Tensor, H: torch.Tensor) -> tuple[float, float]:
     """``(eps, delta)`` of ``(W, H)/sqrt(q_min)`` as an approximate KKT point of problem (5).
 
-    Problem (5) of seed 004: ``min (|W|^2 + |H|^2)/2`` s.t. ``s_{kij} = (w_k - w_j)^T h_{k,i} >= 1``.
-    A point ``z`` is ``(eps, delta)``-KKT (Dutta et al. 2013, as used by seed 004 Lemma 3.2) if
+    Problem (5) of Ji et al. 2022: ``min (|W|^2 + |H|^2)/2`` s.t. ``s_{kij} = (w_k - w_j)^T h_{k,i} >= 1``.
+    A point ``z`` is ``(eps, delta)``-KKT (Dutta et al. 2013, as used by Ji et al. 2022 Lemma 3.2) if
     multipliers ``lam >= 0`` exist with ``|z - sum lam grad s| <= eps`` and
     ``sum lam (s - 1) <= delta``. The multipliers used are the softmax probabilities
     ``p_{j,(k,i)}`` (``j != k``) scaled by ``a = |z|/|grad L_sum|`` (so ``-grad L_sum = sum p grad s``

@@ -1,4 +1,4 @@
-"""The ULPM landscape: Theorem 3.3's collapsed optimum on a sphere and Example 3.1 (seed 004).
+"""The ULPM landscape: Theorem 3.3's collapsed optimum on a sphere and Example 3.1 (Ji et al. 2022).
 
 Theorem 3.3: on the sphere ``|W|_F^2 + |H|_F^2 = R^2`` the summed cross-entropy is minimal
 exactly at neural collapse with ``|W|_F = |H|_F``: ``w_k = a e_k``, ``h_{k,i} = b e_k`` for a
@@ -11,8 +11,8 @@ Example 3.1: ``K = 4, n = 1, d = 4``, ``W = H = c A`` with
 ``A = blockdiag([[1,-1],[-1,1]], [[1,-1],[-1,1]])``. Since ``A^2 = 2A`` the logits of sample
 1 are ``2c^2 (1, -1, 0, 0)``, the summed loss is ``8 log(1 + e^{-2c^2})`` and
 ``grad_W = grad_H = g(c) A`` with ``g(c) = -c (2 + 2e^{-2c^2}) / (2 + e^{-2c^2} + e^{2c^2})``
-(summed loss; the paper's printed denominator ``2 + 2e^{-2c^2} + 2e^{2c^2}`` is wrong, spec
-correction). The escape family ``W' = H' = c A(beta)`` (rows ``(1, alpha, beta, beta)`` etc.,
+(summed loss; the paper's printed denominator ``2 + 2e^{-2c^2} + 2e^{2c^2}`` is wrong,
+docs/theory/errata.md). The escape family ``W' = H' = c A(beta)`` (rows ``(1, alpha, beta, beta)`` etc.,
 ``alpha = -sqrt(1 - 2 beta^2)``, ``beta <= 0``) keeps the norms; to leading order it changes
 the summed loss by ``16 c^2 e^{-4c^2} beta^2 (1 + e^{2c^2} beta) / (1 + e^{-2c^2})^2``, which is negative only for
 ``beta < -e^{-2c^2}`` approximately: small perturbations raise the loss, large ones lower it.
@@ -137,7 +137,7 @@ def sphere_descent(W0: torch.Tensor, H0: torch.Tensor, *, lr: float, steps: int,
     """Riemannian gradient descent of the ULPM loss on the sphere ``|W|^2 + |H|^2 = R^2`` of the start.
 
     Step: ``z <- R (z - lr P(grad L + noise xi)) / |...|`` with ``P`` the projection on the
-    tangent space ``{<z, v> = 0}`` (seed 004 Def. 3.2) and ``xi`` standard normal. At a KKT
+    tangent space ``{<z, v> = 0}`` (Ji et al. 2022 Def. 3.2) and ``xi`` standard normal. At a KKT
     direction such as Example 3.1 the projected gradient vanishes, so plain descent stays
     put, while the tangent-space saddle (Theorem 3.4) lets noisy descent leave towards
     Theorem 3.3's optimum. Returns ``(W, H, losses (steps + 1,))``.
@@ -237,8 +237,8 @@ def example31_escape_gain(c: float, beta: float, *, reduction: str = "sum") -> f
 def example31_escape_threshold(c: float) -> float | None:
     """The ``beta* < 0`` where the escape family starts to lower the loss (``None`` if it never does).
 
-    The gain is positive for ``beta* < beta < 0`` and negative just below ``beta*``; the spec's
-    estimate is ``beta* ~ -e^{-2c^2}`` (their ratio tends to 1 as ``c`` grows). Found by
+    The gain is positive for ``beta* < beta < 0`` and negative just below ``beta*``; the
+    estimate of docs/theory/ulpm.md is ``beta* ~ -e^{-2c^2}`` (their ratio tends to 1 as ``c`` grows). Found by
     scanning a log grid of ``beta`` and refining the first sign change with Brent's method.
     """
     from scipy import optimize  # imported on use (see minimise_on_sphere)

@@ -1,4 +1,4 @@
-"""The ULPM cross-entropy and its closed-form gradients (seed 004, eq. 4; spec square_loss_and_ulpm.md).
+"""The ULPM cross-entropy and its closed-form gradients (Ji et al. 2022, eq. 4; docs/theory/ulpm.md).
 
 Layout (the paper's): classifier ``W`` ``(K, d)``, features ``H`` ``(d, N)`` with ``N = n K``
 columns ordered class by class (``h_{1,1..n}, h_{2,1..n}, ...``). Logits ``Z = W H`` ``(K, N)``.
@@ -65,7 +65,7 @@ def _residual(W: torch.Tensor, H: torch.Tensor, reduction: str, where: str) -> t
 
 
 def ulpm_loss(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of the ULPM (seed 004 eq. 4), summed or averaged over the ``N`` columns."""
+    """Cross-entropy of the ULPM (Ji et al. 2022 eq. 4), summed or averaged over the ``N`` columns."""
     _, per, s = _residual(W, H, reduction, "ulpm_loss")
     return per.sum() * s
 
