@@ -129,6 +129,32 @@ def test_nc_margin_bound_is_attained_at_collapse():
     assert rep2.nc_margin < rep2.nc_margin_bound
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nc_margin_includes_a_given_bias(seed):
+    """``nc_margin`` of ``W h + b`` when a bias is passed (it ignored the bias before), against a
+    per-sample loop over the logits; Lemma 3.1's bound (Ji et al.) still holds on balanced classes
+    because the bias differences ``b_c - b_j`` average to zero over ordered class pairs. The bias is
+    large enough to change the minimum margin, so ignoring it fails the comparison."""
+    rng = np.random.default_rng(seed)
+    C, d, n = 4, 5, 6
+    labels = np.repeat(np.arange(C), n)
+    W = rng.standard_normal((C, d))
+    H = 2.0 * W[labels] + 0.3 * rng.standard_normal((C * n, d))
+    b = 3.0 * rng.standard_normal(C)
+    z = H @ W.T + b
+    direct = min(z[i, labels[i]] - np.delete(z[i], labels[i]).max() for i in range(C * n))
+    z0 = H @ W.T
+    unbiased = min(z0[i, labels[i]] - np.delete(z0[i], labels[i]).max() for i in range(C * n))
+    assert abs(direct - unbiased) > 1e-3  # the bias matters here
+    rep = collapse_report(H, labels, W, b)
+    eps = np.finfo(np.float64).eps
+    # float64 rounding of one logit difference: a few eps times the logits' size
+    assert rep.nc_margin == pytest.approx(direct, abs=16 * eps * np.abs(z).max())
+    assert rep.nc_margin == rep.margin_min
+    assert rep.nc_margin <= rep.nc_margin_bound
+    assert collapse_report(H, labels, W).nc_margin == pytest.approx(unbiased, abs=16 * eps * np.abs(z0).max())
+
+
 def test_etf_plus_noise_matches_closed_form():
     """h = M_c + sigma g: Sigma_W -> sigma^2 (N-C)/N I and Sigma_B = M^T M / C has C-1
     eigenvalues 1/(C-1), so NC1 -> sigma^2 (C-1)^2 / C * (N-C)/N; the trace ratio ->
