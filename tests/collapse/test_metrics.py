@@ -303,3 +303,18 @@ def test_centred_weights_option_and_weighted_global_mean_in_report(reference):
     weighted = collapse_report(H, labels, global_mean="weighted")
     assert weighted.nc1 == pytest.approx(nc1(H, labels, global_mean="weighted"), rel=1e-12)
     assert weighted.rank == 4  # sum_c N_c (mu_c - mu_G) = 0: still C - 1 directions
+
+
+def test_the_measurement_layer_does_not_import_the_toy_layer():
+    """Margin statistics are a measurement: ``collapselab.collapse`` holds them and imports
+    nothing from ``collapselab.toy`` (which re-exports them); checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = "import sys, collapselab.collapse as c; c.margin_statistics([[1.0, 0.0]], [0]); print(sorted(m for m in sys.modules if m.startswith('collapselab.toy')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+    from collapselab import toy
+    from collapselab.collapse import MarginStats, margin_stats, margins
+
+    assert (toy.margins, toy.margin_stats, toy.MarginStats) == (margins, margin_stats, MarginStats)
