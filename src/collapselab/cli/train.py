@@ -43,7 +43,7 @@ class TrainCommand(Command):
 
 def train(
     ctx: typer.Context,
-    data: Annotated[str | None, typer.Argument(help="Data set: {datasets}, or a .npz/.pt file (arrays X, labels) or an IDX folder. Not needed with --resume.")] = None,
+    data: Annotated[str | None, typer.Argument(help="Data set: {datasets}, or a .npz/.pt file (arrays X (or features), labels) or an IDX folder. Not needed with --resume.")] = None,
     model: Annotated[str, typer.Option("--model", help="mlp, conv002, vgg11, vgg13 or resnet18 (conv nets take square images, see --channels).")] = "mlp",
     hidden: Annotated[list[int], typer.Option("--hidden", help="Hidden width of the MLP (repeat for more layers).")] = [256, 256],  # noqa: B006 (Typer reads, never mutates)
     width: Annotated[float, typer.Option("--width", help="Channel multiplier of vgg11/vgg13/resnet18 (1 = the papers' widths).")] = 1.0,
