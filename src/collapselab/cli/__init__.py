@@ -5,7 +5,7 @@ documented exit code (:mod:`._errors`: 1 bad input, data, files or failed claims
 70 internal error; 130 interrupted); ``collapselab --debug COMMAND ...`` (or
 ``COLLAPSELAB_DEBUG=1``) adds the traceback.
 
-Start-up stays under torch's import time: the command modules import torch, scipy and the
+Start-up does not import torch: the command modules import torch, scipy and the
 experiments inside the commands that need them, and ``list`` reads the experiments' catalogue
 (:mod:`collapselab.experiments._catalogue`) without importing them.
 """
