@@ -138,3 +138,64 @@ def test_reproduce_jobs_runs_experiments_in_worker_processes(tmp_path):
     assert (tmp_path / "report.html").exists()
     bad = invoke("reproduce", "--quick", "--jobs", "2", "--threads", "2", "--only", names[0], "--out", str(tmp_path / "x"))
     assert bad.exit_code == 1 and "drop --threads 2" in bad.output
+
+
+_HEAVY = ("torch", "scipy", "matplotlib")
+
+
+def _imports_after(code: str) -> list[str]:
+    """Heavy top-level modules present in ``sys.modules`` after ``code`` runs in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    probe = code + f"\nimport sys; print(sorted(m for m in {_HEAVY!r} if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["list"]])
+def test_help_version_and_list_do_not_import_torch(args):
+    """The commands that only describe start without torch, scipy or matplotlib (seconds of
+    import time): the command modules import them inside the commands that need them, and
+    `list` reads the experiments' catalogue without importing the experiments."""
+    code = f"from collapselab.cli import app\ntry:\n    app({args!r})\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code"
+    assert _imports_after(code) == []
+
+
+def test_import_collapselab_is_cheap_and_exports_resolve():
+    assert _imports_after("import collapselab; collapselab.CollapseLabError; collapselab.__version__") == []
+    import collapselab
+    from collapselab.collapse import collapse_report
+    from collapselab.construct import construct_clustered
+    from collapselab.train import Trainer
+
+    assert collapselab.collapse_report is collapse_report and collapselab.construct_clustered is construct_clustered and collapselab.Trainer is Trainer
+    for name in collapselab.__all__:
+        assert getattr(collapselab, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        collapselab.nope  # noqa: B018
+
+
+def test_catalogue_equals_the_registry():
+    """`list` reads names, summaries and sources from the modules' syntax trees; they must be
+    what importing the modules gives."""
+    from collapselab.experiments import experiments
+    from collapselab.experiments._catalogue import catalogue
+
+    cat, reg = catalogue(), experiments()
+    assert list(cat) == list(reg)
+    for name, exp in reg.items():
+        assert (cat[name].name, cat[name].summary, cat[name].source) == (exp.name, exp.summary, exp.source)
+
+
+def test_train_help_names_the_data_sets_and_normalisations():
+    from collapselab.core.data import LOADERS
+    from collapselab.train import NORMALISATIONS
+
+    res = invoke("train", "--help")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split()).replace("│ ", "")
+    for name in [*LOADERS, *NORMALISATIONS]:
+        assert name in text, name
+    assert "{datasets}" not in text and "{normalisations}" not in text

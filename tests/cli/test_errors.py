@@ -253,3 +253,27 @@ def test_console_entry_point_usage_error():
     proc = subprocess.run([sys.executable, "-m", "collapselab.cli", "train", "digits", "--threads", "0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: Invalid value for '--threads'"), proc.stderr
+
+
+@pytest.mark.parametrize("command", ["metrics", "construct", "train"])
+def test_every_command_reads_x_or_features_and_refuses_both(tmp_path, command):
+    """One array naming for every command (and the loaders behind ``train``): the inputs may be
+    stored as ``X`` or ``features``, with the same result; a file holding both is refused."""
+    data = gaussian_clusters(3, 6, delta=0.05, seed=2)
+    X, labels = data.X.numpy(), data.labels.numpy()
+    outputs = []
+    for i, name in enumerate(("X", "features")):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, **{name: X, "labels": labels})
+        args = {"metrics": ("metrics", path, "--json"), "construct": ("construct", "clustered", path, "--json"),
+                "train": ("train", path, *TINY, "--json", "--out", tmp_path / f"runs{i}")}[command]  # fmt: skip
+        res = invoke(*args)
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        doc.pop("run_folder", None)
+        outputs.append(doc)
+    assert outputs[0] == outputs[1]
+    both = tmp_path / "both.npz"
+    np.savez(both, X=X, features=X, labels=labels)
+    args = {"metrics": ("metrics", both), "construct": ("construct", "clustered", both), "train": ("train", both, *TINY, "--out", tmp_path / "runs")}[command]
+    one_error(invoke(*args), 1, "keep one of them")

@@ -65,8 +65,8 @@ def reference_metrics(H, labels, W=None, b=None):
         out["margin_mean"] = margins.mean()
         out["margin_std"] = margins.std()
         out["margin_min"] = margins.min()
-        z0 = H @ W.T
-        out["nc_margin"] = min(z0[i, yk[i]] - np.max(np.delete(z0[i], yk[i])) for i in range(N))
+        # ULPM's q_min of the classifier as given: the bias is part of the logits when passed
+        out["nc_margin"] = min(logits[i, yk[i]] - np.max(np.delete(logits[i], yk[i])) for i in range(N))
         out["nc_margin_bound"] = (np.sum(W**2) + np.sum(H**2)) / (2 * (C - 1) * np.sqrt(N / C))
         out["ulpm_self_duality"] = np.mean([np.linalg.norm(Mc[k] / np.linalg.norm(Mc[k]) - W[k] / np.linalg.norm(W[k])) for k in range(C)])
     within = np.mean([np.linalg.norm(H[i] - means[yk[i]]) for i in range(N)])

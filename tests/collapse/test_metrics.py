@@ -129,6 +129,32 @@ def test_nc_margin_bound_is_attained_at_collapse():
     assert rep2.nc_margin < rep2.nc_margin_bound
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nc_margin_includes_a_given_bias(seed):
+    """``nc_margin`` of ``W h + b`` when a bias is passed (it ignored the bias before), against a
+    per-sample loop over the logits; Lemma 3.1's bound (Ji et al.) still holds on balanced classes
+    because the bias differences ``b_c - b_j`` average to zero over ordered class pairs. The bias is
+    large enough to change the minimum margin, so ignoring it fails the comparison."""
+    rng = np.random.default_rng(seed)
+    C, d, n = 4, 5, 6
+    labels = np.repeat(np.arange(C), n)
+    W = rng.standard_normal((C, d))
+    H = 2.0 * W[labels] + 0.3 * rng.standard_normal((C * n, d))
+    b = 3.0 * rng.standard_normal(C)
+    z = H @ W.T + b
+    direct = min(z[i, labels[i]] - np.delete(z[i], labels[i]).max() for i in range(C * n))
+    z0 = H @ W.T
+    unbiased = min(z0[i, labels[i]] - np.delete(z0[i], labels[i]).max() for i in range(C * n))
+    assert abs(direct - unbiased) > 1e-3  # the bias matters here
+    rep = collapse_report(H, labels, W, b)
+    eps = np.finfo(np.float64).eps
+    # float64 rounding of one logit difference: a few eps times the logits' size
+    assert rep.nc_margin == pytest.approx(direct, abs=16 * eps * np.abs(z).max())
+    assert rep.nc_margin == rep.margin_min
+    assert rep.nc_margin <= rep.nc_margin_bound
+    assert collapse_report(H, labels, W).nc_margin == pytest.approx(unbiased, abs=16 * eps * np.abs(z0).max())
+
+
 def test_etf_plus_noise_matches_closed_form():
     """h = M_c + sigma g: Sigma_W -> sigma^2 (N-C)/N I and Sigma_B = M^T M / C has C-1
     eigenvalues 1/(C-1), so NC1 -> sigma^2 (C-1)^2 / C * (N-C)/N; the trace ratio ->
@@ -277,3 +303,18 @@ def test_centred_weights_option_and_weighted_global_mean_in_report(reference):
     weighted = collapse_report(H, labels, global_mean="weighted")
     assert weighted.nc1 == pytest.approx(nc1(H, labels, global_mean="weighted"), rel=1e-12)
     assert weighted.rank == 4  # sum_c N_c (mu_c - mu_G) = 0: still C - 1 directions
+
+
+def test_the_measurement_layer_does_not_import_the_toy_layer():
+    """Margin statistics are a measurement: ``collapselab.collapse`` holds them and imports
+    nothing from ``collapselab.toy`` (which re-exports them); checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = "import sys, collapselab.collapse as c; c.margin_statistics([[1.0, 0.0]], [0]); print(sorted(m for m in sys.modules if m.startswith('collapselab.toy')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+    from collapselab import toy
+    from collapselab.collapse import MarginStats, margin_stats, margins
+
+    assert (toy.margins, toy.margin_stats, toy.MarginStats) == (margins, margin_stats, MarginStats)

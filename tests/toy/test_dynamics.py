@@ -95,7 +95,7 @@ def test_flows_reject_bad_input():
         unnormalised_flow(Ws, X, y, torch.tensor([0.0, 0.0]))
     with pytest.raises(ShapeError, match="one row"):
         unnormalised_flow(Ws[:2], X, y, t)
-    assert math.isfinite(float(unnormalised_flow(Ws, X, y, t, step_size=0.1).rho[-1]))
+    assert math.isfinite(float(unnormalised_flow(Ws, X, y, t, step_size=0.1, rtol=1.0).rho[-1]))  # inaccurate (estimate 0.33), asked for anyway
 
 
 def test_unprojected_normalised_flow_drifts_only_by_the_integrator_error():
@@ -107,3 +107,58 @@ def test_unprojected_normalised_flow_drifts_only_by_the_integrator_error():
     assert 0 < drift[1] < 0.75 * drift[0] and drift[0] < 1e-2
     projected = toy_flow(V0, 3.0, X, y, t, lam=0.05, step_size=0.02)
     assert float((projected.rho_k - 1).abs().max()) <= 1e-14
+
+
+def _unit_rows(N, M, seed):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(N, M, dtype=torch.float64, generator=g)
+    return X / torch.linalg.norm(X, dim=1, keepdim=True), g
+
+
+def _toy(N, seed):
+    X, g = _unit_rows(N, 4, seed)
+    y = torch.where(torch.arange(N) % 2 == 0, 1.0, -1.0).to(torch.float64)
+    Ws = [torch.randn(6, 4, dtype=torch.float64, generator=g) / 2, torch.randn(6, 6, dtype=torch.float64, generator=g) / 6**0.5, torch.randn(1, 6, dtype=torch.float64, generator=g) / 6**0.5]
+    return Ws, X, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_unnormalised_flow_refuses_a_step_that_breaks_lemma10(seed):
+    """The summed loss multiplies the field by N: RK4 at step 0.01 on 40 points drifts the
+    conserved |W_2|^2 - |W_1|^2 (Lemma 10, lam = 0) by O(1) (0.37 -> 5.9 in the report that
+    found it), and the fixed-step integrator said nothing. The step-doubling estimate (0.1 to
+    0.6 of the largest weight here, measured) is far above the default rtol = 1e-2."""
+    from collapselab.core.errors import DivergenceError
+
+    Ws, X, y = _toy(40, seed)
+    with pytest.raises(DivergenceError, match="lower step_size"):
+        unnormalised_flow(Ws, X, y, torch.linspace(0.0, 1.0, 11, dtype=torch.float64), reduction="sum", step_size=0.01)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_summed_loss_flow_at_a_small_step_conserves_lemma10_within_its_estimate(seed):
+    Ws, X, y = _toy(16, seed)
+    tr = unnormalised_flow(Ws, X, y, torch.linspace(0.0, 0.5, 6, dtype=torch.float64), reduction="sum", step_size=0.0025)
+    _assert_gaps_within_the_estimate(tr)
+
+
+def _assert_gaps_within_the_estimate(tr):
+    """Lemma 10 (lam = 0): the gaps |W_k|^2 - |W_1|^2 are constant. Error model: a state error
+    dW changes |W_k|^2 by 2 <W_k, dW_k> <= 2 |W_k|_F sqrt(numel_k) max|dW_k|, and max|dW| is at
+    most error_estimate * max|W| (step doubling; module docstring), so each gap moves by at most
+    4 max_k(|W_k|_F sqrt(numel_k)) * error_estimate * max|W| (plus rounding, far below)."""
+    gaps = tr.rho_k.square() - tr.rho_k[:, :1].square()
+    drift = float((gaps - gaps[0]).abs().max())
+    big = max(float(torch.linalg.norm(W)) * W.numel() ** 0.5 for W in tr.weights)
+    top = max(float(W.abs().max()) for W in tr.weights)
+    assert tr.error_estimate <= 1e-2  # the default rtol, else the flow would have raised
+    assert drift <= 4 * big * tr.error_estimate * top + 1e-12 * float(tr.rho_k.square().max())
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_unnormalised_flow_conserves_lemma10_within_its_error_estimate(seed):
+    X, g = _unit_rows(8, 3, seed)
+    y = torch.tensor([1.0, -1.0] * 4, dtype=torch.float64)
+    Ws = [torch.randn(5, 3, dtype=torch.float64, generator=g), torch.randn(1, 5, dtype=torch.float64, generator=g)]
+    tr = unnormalised_flow(Ws, X, y, torch.linspace(0.0, 2.0, 9, dtype=torch.float64), step_size=0.02)
+    _assert_gaps_within_the_estimate(tr)

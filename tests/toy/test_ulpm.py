@@ -71,11 +71,11 @@ def test_flow_conserves_imbalance_and_descent_drift_is_exact():
     Wt, Ht = ulpm_flow(W, H, torch.linspace(0.0, 10.0, 6, dtype=torch.float64), reduction="sum")
     imb = Wt.square().sum(dim=(1, 2)) - Ht.square().sum(dim=(1, 2))
     assert float((imb - imb[0]).abs().max()) <= 1e-8
-    assert float(ulpm_loss(Wt[-1], Ht[-1])) < float(ulpm_loss(W, H))
+    assert float(ulpm_loss(Wt[-1], Ht[-1], reduction="mean")) < float(ulpm_loss(W, H, reduction="mean"))
     # one step changes |W|^2 - |H|^2 by exactly lr^2 (|grad_W|^2 - |grad_H|^2)
     lr = 0.3
-    _, gW, gH = ulpm_gradients(W, H)
-    W1, H1 = ulpm_step(W, H, lr)
+    _, gW, gH = ulpm_gradients(W, H, reduction="mean")
+    W1, H1 = ulpm_step(W, H, lr, reduction="mean")
     drift = float(W1.square().sum() - H1.square().sum() - (W.square().sum() - H.square().sum()))
     assert drift == pytest.approx(lr**2 * float(gW.square().sum() - gH.square().sum()), rel=1e-10)
     # over many steps the drift is the sum of those terms; ulpm_descent iterates the same map
@@ -151,7 +151,7 @@ def test_lemma31_bound_and_its_equality_case():
 
 def test_alignment_sign_and_approximate_kkt():
     W, H = _point(K=3, n=2, d=4, scale=0.3, seed=4)
-    tr = ulpm_descent(W, H, lr=1.0, steps=2000, record=[300, 2000])
+    tr = ulpm_descent(W, H, lr=1.0, steps=2000, record=[300, 2000], reduction="mean")
     Wf, Hf = tr.W, tr.H
     _, gW, gH = ulpm_gradients(Wf, Hf, reduction="sum")
     z = torch.cat([Wf.reshape(-1), Hf.reshape(-1)])
@@ -173,12 +173,12 @@ def test_alignment_sign_and_approximate_kkt():
 
 def test_theorem33_closed_form_and_sphere_search():
     K, n, d, r2 = 3, 2, 4, 6.0
-    best = sphere_minimum(K, n, r2)
+    best = sphere_minimum(K, n, r2, reduction="sum")
     W, H = collapsed_point(K, n, d, r2, seed=2)
     assert float(W.square().sum()) == pytest.approx(float(H.square().sum()), rel=1e-14)
     assert float(ulpm_loss(W, H, reduction="sum")) == pytest.approx(best, rel=1e-12)
     assert sphere_minimum(K, n, r2, reduction="mean") == pytest.approx(best / (n * K), rel=1e-15)
-    search = minimise_on_sphere(K, n, d, r2, starts=2, seed=1)
+    search = minimise_on_sphere(K, n, d, r2, starts=2, seed=1, reduction="sum")
     assert float(search.values.min()) == pytest.approx(best, rel=1e-10)
     assert float(search.values.min()) >= best * (1 - 1e-12)
     assert max(figure_quantities(search.W, search.H).values()) <= 1e-6
@@ -206,11 +206,11 @@ def test_example31_escape_family():
     for beta in (-0.05, -0.3, -0.6):
         Wp, Hp = example31_escape_point(c, beta)
         assert float(Wp.square().sum()) == pytest.approx(8 * c * c, rel=1e-14)
-        direct = float(ulpm_loss(Wp, Hp, reduction="sum")) - example31_loss(c)
-        assert example31_escape_gain(c, beta) == pytest.approx(direct, rel=1e-9, abs=1e-15)
+        direct = float(ulpm_loss(Wp, Hp, reduction="sum")) - example31_loss(c, reduction="sum")
+        assert example31_escape_gain(c, beta, reduction="sum") == pytest.approx(direct, rel=1e-9, abs=1e-15)
     for c in (1.0, 1.5, 2.0):
         thr = example31_escape_threshold(c)
-        assert example31_escape_gain(c, thr * 0.9) > 0 > example31_escape_gain(c, thr * 1.1)
+        assert example31_escape_gain(c, thr * 0.9, reduction="sum") > 0 > example31_escape_gain(c, thr * 1.1, reduction="sum")
         assert thr == pytest.approx(-math.exp(-2 * c * c), rel=0.05)
     assert example31_escape_threshold(2.5) == pytest.approx(-math.exp(-12.5), rel=1e-4)
     with pytest.raises(ParameterError, match="beta must be float in"):
@@ -219,42 +219,42 @@ def test_example31_escape_family():
 
 def test_noise_escapes_example31_on_the_sphere_while_plain_descent_stays():
     W, H = example31_point(1.0)
-    _, _, plain = sphere_descent(W, H, lr=0.5, steps=400)
-    assert float((plain - example31_loss(1.0)).abs().max()) <= 1e-13
-    Wn, Hn, noisy = sphere_descent(W, H, lr=0.5, steps=1500, noise=1e-3, seed=0)
-    target = sphere_minimum(4, 1, 16.0)
+    _, _, plain = sphere_descent(W, H, lr=0.5, steps=400, reduction="sum")
+    assert float((plain - example31_loss(1.0, reduction="sum")).abs().max()) <= 1e-13
+    Wn, Hn, noisy = sphere_descent(W, H, lr=0.5, steps=1500, noise=1e-3, seed=0, reduction="sum")
+    target = sphere_minimum(4, 1, 16.0, reduction="sum")
     assert float(noisy[-1]) == pytest.approx(target, rel=1e-3)
     assert float(Wn.square().sum() + Hn.square().sum()) == pytest.approx(16.0, rel=1e-12)
     # unconstrained plain descent keeps the direction of A exactly
-    tr = ulpm_descent(W, H, lr=1.0, steps=500, record=[500])
+    tr = ulpm_descent(W, H, lr=1.0, steps=500, record=[500], reduction="mean")
     A = W / torch.linalg.norm(W)
     assert float((tr.W / torch.linalg.norm(tr.W) - A).abs().max()) <= 1e-13
 
 
 def test_descent_is_reproducible_and_rejects_bad_input():
     W, H = _point(seed=5)
-    a = ulpm_descent(W, H, lr=0.5, steps=50, noise=0.1, seed=3, record=[50])
-    b = ulpm_descent(W, H, lr=0.5, steps=50, noise=0.1, seed=3, record=[50])
+    a = ulpm_descent(W, H, lr=0.5, steps=50, noise=0.1, seed=3, record=[50], reduction="mean")
+    b = ulpm_descent(W, H, lr=0.5, steps=50, noise=0.1, seed=3, record=[50], reduction="mean")
     assert torch.equal(a.W, b.W) and torch.equal(a.H, b.H)
     with pytest.raises(ShapeError, match="H must have n\\*K columns"):
-        ulpm_descent(W, H[:, :-1], lr=0.5, steps=5)
+        ulpm_descent(W, H[:, :-1], lr=0.5, steps=5, reduction="mean")
     with pytest.raises(ParameterError, match="lr must be float in"):
-        ulpm_descent(W, H, lr=0.0, steps=5)
+        ulpm_descent(W, H, lr=0.0, steps=5, reduction="mean")
     with pytest.raises(ParameterError, match="steps must be an int >= 1"):
-        ulpm_descent(W, H, lr=0.1, steps=0)
+        ulpm_descent(W, H, lr=0.1, steps=0, reduction="mean")
     # a non-numeric count is a ParameterError too (int("ten") used to raise a bare ValueError)
     with pytest.raises(ParameterError, match="ulpm_descent: steps must be an int >= 1, got 'ten'"):
-        ulpm_descent(W, H, lr=0.1, steps="ten")
+        ulpm_descent(W, H, lr=0.1, steps="ten", reduction="mean")
     with pytest.raises(ParameterError, match="sphere_descent: steps must be an int >= 1, got 2.5"):
-        sphere_descent(W, H, lr=0.1, steps=2.5)
+        sphere_descent(W, H, lr=0.1, steps=2.5, reduction="sum")
     # minimise_on_sphere checks its sizes before building the problem (dim was taken as int(dim) unchecked)
     with pytest.raises(ParameterError, match="minimise_on_sphere: dim must be an int >= 1, got 0"):
-        minimise_on_sphere(3, 2, 0, 1.0)
+        minimise_on_sphere(3, 2, 0, 1.0, reduction="sum")
     with pytest.raises(ShapeError, match="ulpm_flow: t must be an increasing 1-D grid"):
-        ulpm_flow(W, H, torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
+        ulpm_flow(W, H, torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64), reduction="mean")
     with pytest.raises(ParameterError, match="reduction must be one of"):
         ulpm_loss(W, H, reduction="avg")
-    assert np.isfinite(float(ulpm_descent(W, H, lr=0.5, steps=5).records["loss"][-1]))
+    assert np.isfinite(float(ulpm_descent(W, H, lr=0.5, steps=5, reduction="mean").records["loss"][-1]))
 
 
 def test_diagnostics_agree_with_the_collapse_package():
@@ -276,3 +276,26 @@ def test_diagnostics_agree_with_the_collapse_package():
         assert ours[k] == pytest.approx(theirs[k], rel=1e-10)
     assert nc_margin(W, H) == pytest.approx(report.nc_margin, rel=1e-12)
     assert nc_margin_bound(W, H) == pytest.approx(report.nc_margin_bound, rel=1e-12)
+
+
+def test_reduction_is_a_required_keyword_of_every_ulpm_function():
+    """One point, one loss: ``ulpm_loss`` and ``example31_loss`` (and Theorem 3.3's
+    ``sphere_minimum`` at ``collapsed_point``) agree for the same reduction, and no function
+    picks a reduction silently (they defaulted to "mean" and "sum" respectively: the same point
+    gave 0.2539 and 1.0154)."""
+    import inspect
+
+    from collapselab.toy import ulpm
+
+    takes = [name for name in ulpm.__all__ if callable(f := getattr(ulpm, name)) and "reduction" in inspect.signature(f).parameters]
+    assert len(takes) >= 12
+    for name in takes:
+        p = inspect.signature(getattr(ulpm, name)).parameters["reduction"]
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty, name
+    with pytest.raises(TypeError, match="reduction"):
+        ulpm_loss(*example31_point(1.0))
+    for reduction in ("sum", "mean"):
+        for c in (0.5, 1.0, 2.0):
+            assert float(ulpm_loss(*example31_point(c), reduction=reduction)) == pytest.approx(example31_loss(c, reduction=reduction), rel=1e-12)
+        W, H = collapsed_point(3, 2, 4, 5.0, seed=0)
+        assert float(ulpm_loss(W, H, reduction=reduction)) == pytest.approx(sphere_minimum(3, 2, 5.0, reduction=reduction), rel=1e-12)

@@ -259,7 +259,7 @@ def test_absurd_horizons_are_refused():
 
 
 def test_on_step_reports_every_step_of_every_epoch(data):
-    from collapselab.cli.train import _step_display
+    from collapselab.cli._training import _step_display
 
     trainer = Trainer(linear(), (data.X, data.labels), TrainConfig(epochs=2, batch_size=25, nc_points=0))  # 60 samples: 3 steps
     calls = []

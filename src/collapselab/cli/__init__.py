@@ -4,6 +4,10 @@
 documented exit code (:mod:`._errors`: 1 bad input, data, files or failed claims; 2 usage;
 70 internal error; 130 interrupted); ``collapselab --debug COMMAND ...`` (or
 ``COLLAPSELAB_DEBUG=1``) adds the traceback.
+
+Start-up does not import torch: the command modules import torch, scipy and the
+experiments inside the commands that need them, and ``list`` reads the experiments' catalogue
+(:mod:`collapselab.experiments._catalogue`) without importing them.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperGroup
 
 from .. import __version__
+from ._command import Command, flags_without_metavar
 from ._errors import cli_errors, click_exceptions, handle, set_debug, usage_error
 from ._experiments import list_experiments, reproduce, report, run
 from .construct import construct
 from .metrics import metrics
-from .train import train
+from .train import TrainCommand, train
 
 __all__ = ["app", "main"]
 
@@ -30,7 +35,7 @@ class _Boundary(TyperGroup):
     in one ``error:`` line (:mod:`._errors`), for the console script and Typer's CliRunner alike."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return _flags_without_metavar(super().get_params(ctx))
+        return flags_without_metavar(super().get_params(ctx))
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         set_debug(False)
@@ -48,21 +53,6 @@ class _Boundary(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
-
-
-class _Command(TyperCommand):
-    """A command whose boolean flags (``--help`` included) show without a value placeholder."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _flags_without_metavar(super().get_params(ctx))
-
-
-def _flags_without_metavar(params: list[Any]) -> list[Any]:
-    """Boolean flags show as flags in --help (``--test``), not with a ``<bool>`` value placeholder."""
-    for p in params:
-        if getattr(p, "is_flag", False) and p.metavar is None:
-            p.metavar = ""
-    return params
 
 
 app = typer.Typer(
@@ -94,13 +84,13 @@ def _options(
     set_debug(debug)
 
 
-app.command("list", cls=_Command)(cli_errors(list_experiments))
-app.command("run", cls=_Command)(cli_errors(run))
-app.command("reproduce", cls=_Command)(cli_errors(reproduce))
-app.command("report", cls=_Command)(cli_errors(report))
-app.command("metrics", cls=_Command)(cli_errors(metrics))
-app.command("construct", cls=_Command)(cli_errors(construct))
-app.command("train", cls=_Command)(cli_errors(train))
+app.command("list", cls=Command)(cli_errors(list_experiments))
+app.command("run", cls=Command)(cli_errors(run))
+app.command("reproduce", cls=Command)(cli_errors(reproduce))
+app.command("report", cls=Command)(cli_errors(report))
+app.command("metrics", cls=Command)(cli_errors(metrics))
+app.command("construct", cls=Command)(cli_errors(construct))
+app.command("train", cls=TrainCommand)(cli_errors(train))
 
 
 def main() -> None:

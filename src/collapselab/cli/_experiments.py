@@ -11,15 +11,18 @@ import concurrent.futures as cf
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..core.errors import CollapseLabError, ConfigError
-from ..core.store import CONFIG, new_run_id
-from ..experiments import experiments, get_experiment, parse_overrides, run_experiment
-from ..experiments._sweep import SeedRun, parse_seeds, run_sweep, worker_pool
-from ..report import Collection, Entry, RunSummary, build_report, collect_runs, format_text, summarise
+
+if TYPE_CHECKING:
+    from ..experiments._sweep import SeedRun
+    from ..report import Collection, Entry, RunSummary
+
+# The experiments, the run store and the report import torch (seconds): each command imports
+# them when it runs, so `collapselab --help` and `list` start without them.
 
 __all__ = ["list_experiments", "run", "reproduce", "report"]
 
@@ -42,13 +45,17 @@ def _threads(threads: int | None, quick: bool) -> int | None:
 
 def list_experiments() -> None:
     """List the experiments and the claim each one checks."""
-    for exp in experiments().values():
+    from ..experiments._catalogue import catalogue  # names and summaries without importing torch
+
+    for exp in catalogue().values():
         typer.echo(f"{exp.name:28s} {exp.summary}")
         typer.echo(f"{'':28s} source: {exp.source}")
 
 
 def _finish(collection: Collection, *, report_path: Path | None = None) -> None:
     """Print the table (and the report's path); exit 1 if anything failed, stopped or is incomplete."""
+    from ..report import format_text
+
     typer.echo(format_text(collection))
     if report_path is not None:
         typer.echo(f"report: {report_path.resolve()}")
@@ -69,6 +76,8 @@ def _seed_done(total: int) -> Callable[[SeedRun], None]:
 
 
 def _sweep(name: str, overrides: dict[str, object], seeds: str, *, out: Path, device: str | None, quick: bool, threads: int | None, jobs: int) -> Entry:
+    from ..experiments._sweep import parse_seeds, run_sweep
+
     chosen = parse_seeds(seeds)
     return run_sweep(name, overrides, chosen, out=out, device=device, quick=quick, threads=threads, jobs=jobs, on_done=_seed_done(len(chosen)))
 
@@ -85,6 +94,9 @@ def run(
     jobs: Jobs = 1,
 ) -> None:
     """Run one experiment (or a seed sweep) into new run folders and print the verdict of every claim."""
+    from ..experiments import parse_overrides, run_experiment
+    from ..report import Collection, summarise
+
     overrides = parse_overrides(set_ or [])
     if seeds is not None:
         if resume is not None:
@@ -100,6 +112,10 @@ def run(
 
 def _attempt(name: str, *, out: Path, device: str | None, quick: bool, threads: int | None) -> RunSummary:
     """Run one experiment for ``reproduce``; an error is recorded, never raised (the others go on)."""
+    from ..core.store import CONFIG, new_run_id
+    from ..experiments import run_experiment
+    from ..report import RunSummary, summarise
+
     run_id = new_run_id()
     try:
         return summarise(run_experiment(name, out=out, device=device, quick=quick, threads=threads, run_id=run_id).path)
@@ -116,6 +132,9 @@ def _attempt_all(names: list[str], jobs: int, *, out: Path, device: str | None, 
 
     A worker that dies (killed, out of memory) is recorded as that experiment's error; the others go on.
     """
+    from ..experiments._sweep import worker_pool
+    from ..report import RunSummary
+
     done: dict[str, Entry] = {}
     with worker_pool(min(jobs, len(names))) as pool:
         futures = {pool.submit(_attempt, n, out=out, device=device, quick=quick, threads=1): n for n in names}
@@ -141,6 +160,10 @@ def reproduce(
     jobs: ReproduceJobs = 1,
 ) -> None:
     """Run all experiments (or --only some), at one seed or a sweep each, then write one HTML report."""
+    from ..experiments import experiments, get_experiment
+    from ..experiments._sweep import parse_seeds
+    from ..report import Collection, build_report
+
     names = list(only) if only else list(experiments())
     for n in names:
         get_experiment(n)
@@ -168,5 +191,7 @@ def report(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Report file (default FOLDER/report.html).")] = None,
 ) -> None:
     """(Re)build the HTML report from every run folder below FOLDER; exit 1 if any run failed or is incomplete."""
+    from ..report import build_report, collect_runs
+
     collection = collect_runs(folder)
     _finish(collection, report_path=build_report(collection, output or Path(folder) / "report.html"))

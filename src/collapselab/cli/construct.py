@@ -15,11 +15,14 @@ import json
 import math
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from ..construct import ConstructedNetwork, get_construction, save_network
-from ..core.data import check_class_labels, read_npz
 from ..core.errors import MissingFileError
+
+if TYPE_CHECKING:
+    from ..construct import ConstructedNetwork
 
 __all__ = ["construct"]
 
@@ -48,6 +51,10 @@ def construct(
     json_output: bool = typer.Option(False, "--json", help="print one JSON object (cost, layers, delta_P, ...) and nothing else"),
 ) -> None:
     """Build an explicit minimizer of the training cost and explain every layer (CE23, CE24)."""
+    # torch and scipy: imported when the command runs, so `collapselab --help` starts fast
+    from ..construct import get_construction, save_network
+    from ..core.data import check_class_labels, read_npz
+
     build = get_construction(kind)  # an unknown kind fails before the file is read
     if out is not None and not out.parent.is_dir():
         raise MissingFileError(f"construct: folder {out.parent} for --out does not exist; create it first")

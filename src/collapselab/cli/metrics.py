@@ -10,17 +10,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 import typer
 
-from ..collapse import collapse_report
-from ..core.data import check_class_labels, read_npz
 from ..core.errors import DataFileError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["metrics"]
 
 
 def _load(file: Path) -> dict[str, np.ndarray]:
+    from ..core.data import check_class_labels, read_npz  # imports torch: on use, so `collapselab --help` starts fast
+
     where = "metrics"
     arrays = read_npz(file, ("features", "labels"), ("weights", "bias"), where=where)
     if "bias" in arrays and "weights" not in arrays:
@@ -39,6 +43,8 @@ def metrics(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object (weight-dependent keys are null without weights)."),
 ) -> None:
     """Neural-collapse metrics (NC1-NC4, CDNV, ...) of saved penultimate-layer features."""
+    from ..collapse import collapse_report
+
     arrays = _load(file)
     report = collapse_report(arrays["features"], arrays["labels"], arrays.get("weights"), arrays.get("bias"))
     if json_output:

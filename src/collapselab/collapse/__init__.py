@@ -15,7 +15,7 @@ Example::
 from ._cache import FeatureCache
 from ._functions import NC2, cdnv, class_moments, collapse_report, mse_decomposition, nc1, nc2, nc3, nc4, principal_angles
 from ._labels import map_labels
-from ._margins import MarginStats, margin_statistics
+from ._margins import MarginStats, margin_statistics, margin_stats, margins
 from ._metrics import MSEDecomposition
 from ._report import REPORT_KEYS, CollapseReport
 from ._streaming import ClassMoments, CollapseStatistics, SampleSums
@@ -38,6 +38,8 @@ __all__ = [
     "last_linear",
     "map_labels",
     "margin_statistics",
+    "margin_stats",
+    "margins",
     "measure",
     "mse_decomposition",
     "nc1",

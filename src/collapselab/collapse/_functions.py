@@ -137,6 +137,9 @@ def collapse_report(
     ``max(C, d) eps``); ``global_mean`` ``"unweighted"`` (PHD, mean of class means) or
     ``"weighted"`` (sample mean); ``center_weights`` subtracts the mean classifier row before
     NC2 of the weights (canonical: not centred, as PHD).
+
+    Precision: features of any floating dtype are upcast exactly to float64 and every statistic
+    is accumulated and reported in float64 (float32 features are not rounded further).
     """
     stats = _passes(features, labels, num_classes, weights, bias, "collapse_report")
     return stats.report(rtol=rtol, global_mean=global_mean, center_weights=center_weights)

@@ -71,8 +71,13 @@ class CollapseReport:
     Per-sample (need a pass with reference means and/or the classifier):
         accuracy, ncc_accuracy (nearest class centre), nc4 (fraction where the two rules
         disagree, bias included), ulpm_within_class_variation (ULPM (2),
-        ``Avg|h - mu_c| / Avg|h - mu_G|``), nc_margin (ULPM ``q_min``, no bias), margins of the
-        logits ``z_y - max_{c != y} z_c``: mean, second moment, (population) std, min.
+        ``Avg|h - mu_c| / Avg|h - mu_G|``), nc_margin (ULPM ``q_min = min_i (z_{y_i} -
+        max_{c != y_i} z_c)`` of the classifier as given, ``z = W h + b``: the bias is included
+        when one is passed, so ``nc_margin == margin_min``), margins of the logits
+        ``z_y - max_{c != y} z_c``: mean, second moment, (population) std, min.
+    Ji et al. (ULPM), Def. of ``q_min`` and Lemma 3.1 have no bias; Lemma 3.1's bound still holds
+    with one on balanced classes, because the bias terms ``b_c - b_j`` average to zero over the
+    ordered class pairs in the lemma's proof (docs/theory/ulpm.md).
     ``means`` (C, d) and ``weights`` are kept for plots and are not part of :meth:`as_dict`.
     """
 
@@ -206,7 +211,8 @@ def build_report(
             ncc_accuracy=frac(sums.ncc_correct),
             nc4=None if sums.nc4_agree is None else 1.0 - sums.nc4_agree / N,
             ulpm_within_class_variation=None if sums.within_dist is None else _ratio(sums.within_dist, sums.global_dist),
-            nc_margin=sums.nc_margin,
+            # the streaming minimum of W h alone (ULPM has no bias); with a bias, the classifier's margin
+            nc_margin=sums.nc_margin if bias is None else sums.margin_min,
             margin_mean=mean,
             margin_second_moment=second,
             margin_std=None if sums.margin_scatter is None else math.sqrt(sums.margin_scatter / N),

@@ -19,6 +19,9 @@ output dimension, the number of columns of ``Y``).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +31,20 @@ import torch
 from ..core.cost import mean_l2, weighted_l2
 from ..core.geometry import truncation_sequence
 from ..core.network import ReLUNet, num_parameters
+from ..core.errors import ParameterError
 from ..core.validation import check_matrix
 
-__all__ = ["LayerExplanation", "ConstructedNetwork", "ce23_cost", "ce24_cost"]
+__all__ = ["LayerExplanation", "ConstructedNetwork", "ce23_cost", "ce24_cost", "check_output_dtype"]
+
+OUTPUT_DTYPES = (torch.float64, torch.float32)
+
+
+def check_output_dtype(dtype: Any, where: str) -> torch.dtype:
+    """The ``dtype`` argument of a construction: float64 or float32 (the dtype of the returned
+    network; the construction itself always runs in float64)."""
+    if dtype not in OUTPUT_DTYPES:
+        raise ParameterError(f"{where}: dtype must be torch.float64 or torch.float32 (the returned network's dtype), got {dtype!r}")
+    return dtype
 
 
 def ce23_cost(outputs: torch.Tensor, labels: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -53,6 +67,15 @@ def _vector(t: torch.Tensor | None) -> list[float] | None:
     return None if t is None else [float(v) for v in t.detach().cpu().reshape(-1)]
 
 
+def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
+def _finite(v: float) -> float | None:
+    """A JSON number, or null for an infinite interval end."""
+    return float(v) if math.isfinite(v) else None
+
+
 @dataclass(frozen=True)
 class LayerExplanation:
     """What one hidden layer does (CE23 Thm 2.3 step 3, CE24 Thm 5.2 step 5).
@@ -73,6 +96,10 @@ class LayerExplanation:
     mu: float | None = None
     cone_angle: float | None = None
     cone_axis: torch.Tensor | None = None
+
+    def astype(self, dtype: torch.dtype) -> "LayerExplanation":
+        """This explanation with its points in ``dtype``."""
+        return dataclasses.replace(self, collapse_point=_cast(self.collapse_point, dtype), cone_axis=_cast(self.cone_axis, dtype))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: ``collapses_class``, ``collapse_point``, ``mu``, ``cone_angle``, ``cone_axis``."""
@@ -107,6 +134,19 @@ class ConstructedNetwork:
     * ``descriptive_parameters``: how many numbers describe the network geometrically
       (CE24 Thm 5.2: ``Q(M+2)``: per hidden layer a cone angle, an axis and a position).
     * ``order``: the class handled by hidden layers ``1..Q`` in turn.
+    * ``delta``: ``sup_{j,i} |Δx_{0,j,i}|``, the cluster radius (CE23 (2.14)); clustered kinds only.
+    * ``theta_interval``: ``(lo, pi)``, the open interval of admissible apertures ``theta_*`` (CE23
+      (4.24)/(4.25): ``lo = max_j theta_{*,j}``; CE24 Prop 4.1: ``lo = max(max_j theta_{*,j}, pi/2)``);
+      clustered kinds only.
+    * ``mu_intervals``: per class ``j`` the open interval of admissible ``mu_j`` at this network's
+      aperture: CE23 (4.26) ``(-D_j, -2 delta sqrt(Q))`` for a collapsed class (from
+      :func:`~collapselab.construct.admissible_mu`) and ``I_1 = (2 delta sqrt(Q), inf)`` for a kept
+      one (Thms 2.4/2.5); CE24 Prop 4.1 ``(2 delta, 3 delta)``; ``None`` for the other kinds.
+
+    Precision: every construction runs in float64 (float32 inputs are upcast exactly, so no datum
+    is rounded); ``dtype=torch.float32`` rounds the finished network's parameters once. ``cost``,
+    ``delta_P``, ``bound`` and the intervals are the float64 construction's; a float32 network
+    reproduces ``cost`` to float32 rounding. :meth:`astype` casts a result.
     """
 
     kind: str
@@ -121,11 +161,28 @@ class ConstructedNetwork:
     descriptive_parameters: int
     order: tuple[int, ...]
     bound: float | None = None
+    delta: float | None = None
+    theta_interval: tuple[float, float] | None = None
+    mu_intervals: tuple[tuple[float, float], ...] | None = None
 
     @property
     def num_parameters(self) -> int:
         """``K``, the number of weights and biases of ``module``."""
         return num_parameters(self.module.widths)
+
+    def astype(self, dtype: torch.dtype) -> "ConstructedNetwork":
+        """This network with its module, parameters, anchors, metric and layer points in ``dtype``
+        (a copy; the float64 construction's numbers ``cost``, ``delta_P``, ... are kept)."""
+        if dtype == self.metric.dtype:
+            return self
+        return dataclasses.replace(
+            self,
+            module=copy.deepcopy(self.module).to(dtype),
+            cumulative=[(W.to(dtype), b.to(dtype)) for W, b in self.cumulative],
+            layers=[layer.astype(dtype) for layer in self.layers],
+            anchors=self.anchors.to(dtype),
+            metric=self.metric.to(dtype),
+        )
 
     def truncate(self, X: Sequence[Sequence[float]] | torch.Tensor) -> torch.Tensor:
         """``tau(x)``: the composed truncation maps of the hidden layers (CE23 Prop 2.2), ``(N, M)``.
@@ -150,7 +207,8 @@ class ConstructedNetwork:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``collapselab construct``: ``kind``, ``cost``, ``cost_definition``, ``layers``,
-        ``delta_P``, ``bound``, ``num_parameters``, ``descriptive_parameters``, ``widths``, ``order``."""
+        ``delta_P``, ``bound``, ``num_parameters``, ``descriptive_parameters``, ``widths``, ``order``,
+        ``delta``, ``theta_interval``, ``mu_intervals`` (an infinite end is ``null``)."""
         return {
             "kind": self.kind,
             "cost": float(self.cost),
@@ -162,4 +220,7 @@ class ConstructedNetwork:
             "descriptive_parameters": int(self.descriptive_parameters),
             "widths": list(self.module.widths),
             "order": list(self.order),
+            "delta": None if self.delta is None else float(self.delta),
+            "theta_interval": None if self.theta_interval is None else [_finite(v) for v in self.theta_interval],
+            "mu_intervals": None if self.mu_intervals is None else [[_finite(a), _finite(b)] for a, b in self.mu_intervals],
         }

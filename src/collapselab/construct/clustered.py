@@ -35,7 +35,7 @@ from ..core.geometry import angle
 from ..core.validation import Interval, check_param
 from ._checks import check_independent_means, deviation_stats, per_class
 from ._cones import anchor_cost, assemble, check_sectors, cone_layer
-from ._result import ConstructedNetwork, LayerExplanation
+from ._result import ConstructedNetwork, LayerExplanation, check_output_dtype
 from .shallow import barycentric_lsq
 
 __all__ = ["ClusterGeometry", "cluster_geometry", "admissible_mu", "construct_clustered"]
@@ -229,14 +229,18 @@ def construct_clustered(
       each ``mu_j`` picks collapse (< 0) or keep (> 0).
 
     X: ``(N, Q)``; labels: ``(N,)`` in ``[0, Q)``; Y: ``(Q, P)`` (identity if ``None``);
-    depth: ``L >= Q`` (default ``Q``). The returned cost is CE23's ``L2_N`` norm (2.35), computed
+    depth: ``L >= Q`` (default ``Q``). dtype: the returned network's (float64 or float32); the
+    construction runs in float64 either way, after an exact upcast of float32 inputs, and the
+    result carries ``delta``, the admissible ``theta`` interval and each class's admissible ``mu``
+    interval (:class:`ConstructedNetwork`). The returned cost is CE23's ``L2_N`` norm (2.35), computed
     from the verified truncation pattern (zero-loss branch: ``(sum_j |W^(L+1) p_j - y_j|^2)^{1/2}``;
     local families: the least-squares value); ``module(X)`` reproduces it.
     Raises AssumptionError for data violating an assumption (naming condition and class/pair),
     ParameterError for bad ``depth``/``theta``/``mu``.
     """
     where = "construct_clustered"
-    data = check_data(X, labels, Y, dtype=dtype, where=where)
+    dtype = check_output_dtype(dtype, where)
+    data = check_data(X, labels, Y, dtype=torch.float64, where=where)  # float32 inputs: an exact upcast
     q, m = data.num_classes, data.dim
     if m != q:
         raise AssumptionError(
@@ -291,4 +295,7 @@ def construct_clustered(
         delta_P=geom.delta_P,
         descriptive_parameters=q * (m + 2),
         order=tuple(range(q)),
-    )
+        delta=geom.delta,
+        theta_interval=(geom.theta_max, math.pi),
+        mu_intervals=tuple((-float(D[j]), -lo) if collapsed[j] else (lo, math.inf) for j in range(q)),
+    ).astype(dtype)

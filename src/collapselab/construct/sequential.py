@@ -35,7 +35,7 @@ from ..core.geometry import angle
 from ..core.validation import OneOf, check_param
 from ._checks import check_independent_means, deviation_stats, per_class
 from ._cones import anchor_cost, assemble, check_sectors, cone_layer
-from ._result import ConstructedNetwork, LayerExplanation
+from ._result import ConstructedNetwork, LayerExplanation, check_output_dtype
 from .clustered import cluster_geometry
 
 __all__ = ["SequentialStep", "max_margin_hyperplane", "construct_sequential", "construct_clustered_wide"]
@@ -237,11 +237,19 @@ class _Search:
 
 
 def _finish(
-    data: ClassificationData, steps: Sequence[SequentialStep], stats: tuple[torch.Tensor, float], kind: str, where: str, forward: str, collapse: str
+    data: ClassificationData,
+    steps: Sequence[SequentialStep],
+    stats: tuple[torch.Tensor, float],
+    kind: str,
+    where: str,
+    forward: str,
+    collapse: str,
+    intervals: dict[str, Any] | None = None,
 ) -> ConstructedNetwork:
     """Cone layers from ``steps`` (docs/theory/minimizers.md steps 5-7), the sector check, the output layer, the result.
 
-    stats: ``(radii, delta_P)`` of :func:`~._checks.deviation_stats` (computed once by the caller).
+    stats: ``(radii, delta_P)`` of :func:`~._checks.deviation_stats` (computed once by the caller);
+    intervals: the result's ``delta``/``theta_interval``/``mu_intervals`` where the kind has them.
     """
     q, m = data.num_classes, data.dim
     hidden = [cone_layer(s.apex, s.axis, s.theta) for s in steps]
@@ -271,6 +279,7 @@ def _finish(
         delta_P=dp,
         descriptive_parameters=q * (m + 2),
         order=tuple(s.cls for s in steps),
+        **(intervals or {}),
     )
 
 
@@ -301,11 +310,14 @@ def construct_sequential(
     order), ``"auto"`` (exhaustive for ``Q <= 5``, else greedy).
 
     X: ``(N, M)`` with ``M >= Q``; labels: ``(N,)``; Y: ``(Q, P)`` (identity if ``None``).
+    dtype: the returned network's (float64 or float32); the construction runs in float64 after an
+    exact upcast of float32 inputs.
     Raises AssumptionError if the means are dependent or the data are not sequentially
     separable (naming the class and the class or collapse point blocking it).
     """
     where = "construct_sequential"
-    data = check_data(X, labels, Y, dtype=dtype, where=where)
+    dtype = check_output_dtype(dtype, where)
+    data = check_data(X, labels, Y, dtype=torch.float64, where=where)  # float32 inputs: an exact upcast
     q = data.num_classes
     check_param("search", search, OneOf(["auto", "exhaustive", "greedy"]), where)
     if q < 2:
@@ -327,7 +339,7 @@ def construct_sequential(
     return _finish(
         data, steps, deviation_stats(data.X, data.labels, data.class_means), "sequential", where,
         forward="the separating cone (CE24 (5.6), Lemma 3.4)", collapse="the backward cone (CE24 (5.6), Lemma 3.4)",
-    )
+    ).astype(dtype)
 
 
 def construct_clustered_wide(
@@ -350,10 +362,13 @@ def construct_clustered_wide(
 
     theta: default ``(max_j theta_{*,j} + pi) / 2`` (>= pi/2 as (4.24) requires); must lie in
     ``(max(max_j theta_{*,j}, pi/2), pi)``. mu: default ``2.5 delta`` (midpoint of Prop 4.1's
-    ``(2 delta, 3 delta)``), a number or one per class. Cost: CE24 (2.11).
+    ``(2 delta, 3 delta)``), a number or one per class. Cost: CE24 (2.11). dtype: the returned
+    network's (float64 or float32); the construction runs in float64 after an exact upcast of
+    float32 inputs. The result carries ``delta`` and the admissible ``theta`` and ``mu`` intervals.
     """
     where = "construct_clustered_wide"
-    data = check_data(X, labels, Y, dtype=dtype, where=where)
+    dtype = check_output_dtype(dtype, where)
+    data = check_data(X, labels, Y, dtype=torch.float64, where=where)  # float32 inputs: an exact upcast
     q = data.num_classes
     geom = cluster_geometry(data, where=where, source="CE24 Prop 4.1")
     lo_theta = max(geom.theta_max, math.pi / 2)
@@ -373,4 +388,5 @@ def construct_clustered_wide(
     return _finish(
         data, steps, (geom.radii, geom.delta_P), "clustered-wide", where,
         forward="the cone condition (CE24 (4.5)/(4.6))", collapse="the collapse condition mu_l in (2 delta, 3 delta) (CE24 Prop 4.1)",
-    )
+        intervals={"delta": d, "theta_interval": (lo_theta, math.pi), "mu_intervals": tuple((2 * d, 3 * d) for _ in range(q))},
+    ).astype(dtype)

@@ -29,15 +29,14 @@ from ..core.errors import ParameterError, ShapeError, SingularError
 from ..core.geometry import truncation
 from ..core.network import from_layers
 from ._checks import check_independent_means
-from ._result import ConstructedNetwork, LayerExplanation
+from ._result import ConstructedNetwork, LayerExplanation, check_output_dtype
 
 __all__ = ["barycentric_noise", "delta_p", "barycentric_lsq", "BarycentricLSQ", "construct_shallow"]
 
 
 def _checked(T: Any, labels: Any, Y: Any | None, num_classes: int | None, where: str) -> ClassificationData:
-    """The boundary check of the public functions below (``T`` keeps a floating dtype, else float64)."""
-    dtype = T.dtype if isinstance(T, torch.Tensor) and T.is_floating_point() else torch.float64
-    return check_data(T, labels, Y, num_classes=num_classes, dtype=dtype, where=where)
+    """The boundary check of the public functions below: float64 (float32 inputs upcast exactly)."""
+    return check_data(T, labels, Y, num_classes=num_classes, dtype=torch.float64, where=where)
 
 
 def _barycentric(data: ClassificationData) -> torch.Tensor:
@@ -137,11 +136,13 @@ def construct_shallow(
     X: ``(N, M)``; labels: ``(N,)`` in ``[0, Q)``, ``Q <= M``; Y: ``(Q, P)`` (identity if
     ``None``). beta: the shift; default ``1 + max_i |x_i|`` (any value above ``max_i |x_i|``
     works; the default keeps the shift of order the data). Descriptive parameters: ``QM + 1``
-    (the means, which fix ``V`` and ``(X_0^red)^+``, and ``beta``).
+    (the means, which fix ``V`` and ``(X_0^red)^+``, and ``beta``). dtype: the returned network's
+    (float64 or float32); the construction runs in float64 after an exact upcast of float32 inputs.
     Raises AssumptionError if the class means are linearly dependent (naming the class).
     """
     where = "construct_shallow"
-    data = check_data(X, labels, Y, dtype=dtype, where=where)
+    dtype = check_output_dtype(dtype, where)
+    data = check_data(X, labels, Y, dtype=torch.float64, where=where)  # float32 inputs: an exact upcast
     Xt, lab, Yt = data.X, data.labels, data.Y
     q, m = data.num_classes, data.dim
     means = data.class_means
@@ -179,4 +180,4 @@ def construct_shallow(
         descriptive_parameters=q * m + 1,
         order=tuple(range(q)),
         bound=bound,
-    )
+    ).astype(dtype)

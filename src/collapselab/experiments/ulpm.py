@@ -150,7 +150,7 @@ def _claims_descent(ctx: RunContext, cfg: Config) -> None:
                       SOURCE + ", conservation law (Theorem 3.3's proof)", measured=float(np.abs(drift - law).max() / rec["R2"].max()), bound=64 * cfg.steps * EPS,
                       reason=f"float64: each of the {cfg.steps} steps rounds |W|^2, |H|^2 and the update to a few eps of |W|^2 + |H|^2 (64 eps per step, added up)",
                       reference="the accumulated law lr^2 sum (|grad_W|^2 - |grad_H|^2) (ULPMTrajectory.imbalance_law) vs |W|^2 - |H|^2 measured at the records")
-    Wt, Ht = ulpm_flow(W0, H0, torch.linspace(0.0, 20.0, 5, dtype=torch.float64, device=ctx.device))
+    Wt, Ht = ulpm_flow(W0, H0, torch.linspace(0.0, 20.0, 5, dtype=torch.float64, device=ctx.device), reduction="mean")
     imb = (Wt.square().sum(dim=(1, 2)) - Ht.square().sum(dim=(1, 2))).cpu()
     r2 = float((Wt.square().sum(dim=(1, 2)) + Ht.square().sum(dim=(1, 2))).max())
     ctx.claim_at_most("imbalance-flow", "|W|^2 - |H|^2 is constant along the gradient flow (dopri5, rtol 1e-10), relative to |W|^2 + |H|^2", SOURCE + ", conservation law",
@@ -212,7 +212,7 @@ def _claims_escape(ctx: RunContext, c: float) -> None:
     We, He = example31_point(c)
     base = float(ulpm_loss(We, He, reduction="sum"))
     direct = float(ulpm_loss(Wp, Hp, reduction="sum")) - base
-    gain = example31_escape_gain(c, 2 * thr)
+    gain = example31_escape_gain(c, 2 * thr, reduction="sum")
     ctx.claim_close("escape-gain", "the closed-form loss change along the escape family matches direct evaluation (at beta = 2 beta*)", SOURCE + ", Example 3.1",
                     measured=direct, expected=gain, tolerance=64 * EPS * base / abs(gain), relative=True,
                     reason=f"the direct value is a difference of two summed losses ~{base:.3g}, each rounded to ~16 eps x 4 terms; relative to the gain {gain:.3g} that is 64 eps x loss / |gain|",
@@ -234,7 +234,7 @@ def _claims_landscape(ctx: RunContext, cfg: Config) -> None:
     # Theorem 3.3 and Lemma 3.1's equality on a small sphere
     K, n, d, r2 = 3, 2, 4, 6.0
     W, H = collapsed_point(K, n, d, r2, seed=cfg.seed)
-    best = sphere_minimum(K, n, r2)
+    best = sphere_minimum(K, n, r2, reduction="sum")
     ctx.claim_close("theorem33-closed-form", "the collapsed point with |W| = |H| has loss nK log(1 + (K-1) exp(-R^2/(2(K-1) sqrt n)))", SOURCE + ", Theorem 3.3",
                     measured=float(ulpm_loss(W, H, reduction="sum")), expected=best, tolerance=1e-12, relative=True,
                     reason="float64 evaluation of nK = 6 log-sum-exps on an ETF built by an orthogonalisation: each ~10 eps relative, 1e-12 bounds their sum with room for the ETF's rounding",
@@ -243,7 +243,7 @@ def _claims_landscape(ctx: RunContext, cfg: Config) -> None:
                     measured=nc_margin(W, H), expected=nc_margin_bound(W, H), tolerance=1e-12, relative=True,
                     reason="float64 margins w_k.h - w_j.h of an exactly collapsed point: a few eps of |W||H| each, 1e-12 relative",
                     reference="nc_margin (minimum over samples and classes) vs the bound (|W|^2 + |H|^2)/(2(K-1) sqrt n)")
-    search = minimise_on_sphere(K, n, d, r2, starts=cfg.sphere_starts, seed=cfg.seed)
+    search = minimise_on_sphere(K, n, d, r2, starts=cfg.sphere_starts, seed=cfg.seed, reduction="sum")
     ctx.claim_close("theorem33-search", "L-BFGS on the sphere from random starts finds no loss below the closed form, and reaches it", SOURCE + ", Theorem 3.3",
                     measured=float(search.values.min()), expected=best, tolerance=1e-10, relative=True,
                     reason="L-BFGS stops at gradient norm ~1e-10 or below; near the strict minimum the loss excess is ~|grad|^2/curvature, far below 1e-10 relative; the other critical points are strict saddles (Theorem 3.4), which L-BFGS leaves",
@@ -253,12 +253,12 @@ def _claims_landscape(ctx: RunContext, cfg: Config) -> None:
     We, He = example31_point(c, device=ctx.device)
     loss, gW, gH = ulpm_gradients(We, He, reduction="sum")
     A = We / c
-    ctx.claim_close("example31-loss", "Example 3.1's summed loss is 8 log(1 + e^{-2c^2})", SOURCE + ", Example 3.1", measured=float(loss), expected=example31_loss(c), tolerance=1e-12, relative=True,
+    ctx.claim_close("example31-loss", "Example 3.1's summed loss is 8 log(1 + e^{-2c^2})", SOURCE + ", Example 3.1", measured=float(loss), expected=example31_loss(c, reduction="sum"), tolerance=1e-12, relative=True,
                     reason="float64 evaluation of 4 log-sum-exps of 4 terms each: ~10 eps relative, bound 1e-12",
                     reference="closed form example31_loss vs ulpm_loss at the point")
     coeff = float((gW * A).sum() / A.square().sum())
     ctx.claim_close("example31-gradient", "grad_W = grad_H = g(c) A with g(c) = -c(2+2e^{-2c^2})/(2+e^{-2c^2}+e^{2c^2}) (corrected denominator)", SOURCE + ", Example 3.1 (corrected)",
-                    measured=coeff, expected=example31_gradient_coefficient(c), tolerance=1e-12, relative=True,
+                    measured=coeff, expected=example31_gradient_coefficient(c, reduction="sum"), tolerance=1e-12, relative=True,
                     reason="float64 softmax residuals and two 4x4 products: ~10 eps relative, bound 1e-12 (the printed denominator is off by O(1))",
                     reference="closed form example31_gradient_coefficient vs the projection of ulpm_gradients on A")
     ctx.claim_at_most("example31-parallel", "the gradient is parallel to (W, H): |grad_W - g A| + |grad_H - g A| = 0 (relative to |g A|)", SOURCE + ", Example 3.1",
@@ -266,11 +266,11 @@ def _claims_landscape(ctx: RunContext, cfg: Config) -> None:
                       reason="float64 gradients of 16 entries each exact to ~10 eps of |g A|: bound 1e-12",
                       reference="ulpm_gradients vs its projection on the direction A of (W, H)")
     _claims_escape(ctx, c)
-    _, _, plain = sphere_descent(We, He, lr=0.5, steps=cfg.sphere_steps)
-    _, _, noisy = sphere_descent(We, He, lr=0.5, steps=cfg.sphere_steps, noise=cfg.sphere_noise, seed=cfg.seed)
-    target = sphere_minimum(4, 1, 16 * c * c)
+    _, _, plain = sphere_descent(We, He, lr=0.5, steps=cfg.sphere_steps, reduction="sum")
+    _, _, noisy = sphere_descent(We, He, lr=0.5, steps=cfg.sphere_steps, noise=cfg.sphere_noise, seed=cfg.seed, reduction="sum")
+    target = sphere_minimum(4, 1, 16 * c * c, reduction="sum")
     ctx.claim_close("plain-descent-stays", "plain descent on the sphere stays at Example 3.1's KKT point (loss unchanged)", SOURCE + ", Example 3.1",
-                    measured=float(plain[-1]), expected=example31_loss(c), tolerance=1e-12, relative=True,
+                    measured=float(plain[-1]), expected=example31_loss(c, reduction="sum"), tolerance=1e-12, relative=True,
                     reason="the Riemannian gradient vanishes (the gradient is parallel to (W, H)) and the point's symmetry W = H, block structure, is kept exactly by each float64 step; 1e-12 allows eps-level rounding of the loss",
                     reference="closed form example31_loss vs the loss after sphere_descent without noise")
     ctx.claim_close("noisy-descent-escapes", "noisy descent on the sphere leaves it and reaches Theorem 3.3's optimum (within 1e-3 relative)", SOURCE + ", Example 3.1 / Theorem 3.4",

@@ -28,8 +28,9 @@ The network is trained from ``n_seeds`` seeds derived from the run's seed. Claim
   number): checked where the run trains at least 500 epochs, recorded as not applicable with
   the reason otherwise;
 - Lemma 3.1: ``q_min <= bound`` at every measured epoch of every seed. The lemma holds for
-  any ``W`` and balanced ``H``, so this checks the margin and norm measurements against the
-  closed-form bound, not training.
+  any ``W`` and balanced ``H`` (and for the margins of ``W h + b`` with the classifier's bias,
+  which averages out over ordered class pairs in the lemma's proof), so this checks the margin
+  and norm measurements against the closed-form bound, not training.
 
 Tiers (``--set tier=...``): ``full`` trains on all 60000 images for 500 epochs, 3 seeds (VGG-13
 at width 1 takes about 10 s per epoch of 469 steps on one current GPU (an estimate, not measured here), so about 4 GPU-hours in

@@ -5,7 +5,8 @@ Conventions (docs/theory/square-loss.md), stated again in every docstring:
 model's summed loss with ``lam`` equals ``N`` times its mean loss with ``lam / N``; PyTorch
 ``weight_decay=wd`` on a mean loss is the paper's ``lam = wd / 2`` (penalty ``lam |W|^2``).
 
-- :mod:`.normalisation`: ``rho``, ``(V_k, rho_k)`` of any Linear/Conv/BatchNorm module, margins.
+- :mod:`.normalisation`: ``rho``, ``(V_k, rho_k)`` of any Linear/Conv/BatchNorm module; the
+  margins and their moments are :mod:`collapselab.collapse`'s (re-exported here).
 - :mod:`.square_loss`: closed forms (``rho_eq``, Lemmas 2, 9, 10, the exact GD recursion).
 - :mod:`.dynamics`: normalised (Lagrange) and unnormalised toy-model gradient flows.
 - :mod:`.ridge`: Theorem 3 at the last layer (with its bias correction) and the MSE
@@ -13,16 +14,14 @@ model's summed loss with ``lam`` equals ``N`` times its mean loss with ``lam / N
 - :mod:`.ulpm`: the unconstrained layer-peeled model with cross-entropy.
 """
 
+from ..collapse import MarginStats, margin_stats, margins  # a measurement (collapselab.collapse), re-exported for the square-loss theory
 from . import ulpm
 from ._common import lambda_from_weight_decay
 from .normalisation import (
     BATCH_NORMS,
     WEIGHT_LAYERS,
-    MarginStats,
     Normalisation,
     NormalisedLayers,
-    margin_stats,
-    margins,
     normalise_layers,
     normalised_parametrisation,
     radial_derivatives,

@@ -19,20 +19,23 @@ Integration: classical fixed-step RK4 in float64 on the inputs' device, with gra
 explicit back-propagation (two small GEMMs a layer). The ReLU makes the vector field
 discontinuous where a pre-activation crosses zero; an adaptive solver (torchdiffeq's
 ``dopri5``) then crawled with steps of 1e-5 while a unit chattered at its kink, so a
-fixed step is used and its error there is O(step). The normalised flow uses the standard
+fixed step is used and its error there is O(step) (step-doubling error control crawled the same
+way, at steps of 1e-6). The unnormalised flow therefore runs at ``step_size`` and at half of it
+and raises when the two disagree by more than ``rtol``; the normalised flow uses the standard
 projection method (each step ends with ``V_k <- V_k / |V_k|_F``), because on chattering
 stretches RK4 alone let ``|V_k|`` drift by 17% at step 0.05.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..core.errors import AssumptionError, ShapeError
+from ..core.errors import AssumptionError, DivergenceError, ShapeError
 from ..core.validation import as_tensor, check_finite, check_matrix
 from ._common import check_reduction, check_scalar, check_times, loss_scale, single_thread
 
@@ -48,7 +51,8 @@ class ToyTrajectory:
     t: ``(T,)``; rho: ``(T,)``; rho_k: ``(T, L)`` layer norms (``|V_k|_F`` for the normalised
     flow, ``|W_k|_F`` for the unnormalised one); mu, second_moment: ``(T,)`` margin moments;
     loss: ``(T,)`` the loss the flow descends (same reduction); weights: the final matrices
-    (``V_k`` or ``W_k``).
+    (``V_k`` or ``W_k``); error_estimate: the relative step-doubling error estimate of the
+    unnormalised flow (``None`` for the normalised flow).
     """
 
     t: torch.Tensor
@@ -58,6 +62,7 @@ class ToyTrajectory:
     second_moment: torch.Tensor
     loss: torch.Tensor
     weights: tuple[torch.Tensor, ...]
+    error_estimate: float | None = None
 
 
 def _activations(weights: Sequence[torch.Tensor], X: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -113,25 +118,51 @@ def _check_problem(weights: Sequence[torch.Tensor], X: torch.Tensor, y: torch.Te
     return Ws, X, y, check_times(t, where, X.device), check_scalar("step_size", step_size, where, low=0.0, closed="neither")
 
 
+def _rk4_step(field: Callable[[State], State], state: State, h: float) -> State:
+    """One classical RK4 step of size ``h``."""
+
+    def axpy(a: State, c: float, b: State) -> State:
+        return tuple(x + c * y for x, y in zip(a, b))
+
+    k1 = field(state)
+    k2 = field(axpy(state, h / 2, k1))
+    k3 = field(axpy(state, h / 2, k2))
+    k4 = field(axpy(state, h, k3))
+    return tuple(x + h / 6 * (a + 2 * b + 2 * c + d) for x, a, b, c, d in zip(state, k1, k2, k3, k4))
+
+
 def _rk4(field: Callable[[State], State], state: State, t: torch.Tensor, step_size: float, project: Callable[[State], State]) -> list[State]:
     """Classical RK4 with at most ``step_size`` per step, ``project`` after each step; states at ``t``."""
-
-    def axpy(a: State, h: float, b: State) -> State:
-        return tuple(x + h * y for x, y in zip(a, b))
-
     out = [state]
     with torch.no_grad(), single_thread():
         for t0, t1 in zip(t[:-1].tolist(), t[1:].tolist()):
             n = max(1, math.ceil((t1 - t0) / step_size - 1e-9))
             h = (t1 - t0) / n
             for _ in range(n):
-                k1 = field(state)
-                k2 = field(axpy(state, h / 2, k1))
-                k3 = field(axpy(state, h / 2, k2))
-                k4 = field(axpy(state, h, k3))
-                state = project(tuple(x + h / 6 * (a + 2 * b + 2 * c + d) for x, a, b, c, d in zip(state, k1, k2, k3, k4)))
+                state = project(_rk4_step(field, state, h))
             out.append(state)
     return out
+
+
+def _rk4_estimated(field: Callable[[State], State], state: State, t: torch.Tensor, step_size: float, rtol: float, where: str) -> tuple[list[State], float]:
+    """:func:`_rk4` at ``step_size`` and at half of it; the half-step states and the error estimate
+    ``max_t max|y_h(t) - y_{h/2}(t)| / max_t max|y_{h/2}(t)|`` (step doubling, Hairer, Norsett &
+    Wanner, Solving ODEs I, sec. II.4). On smooth stretches the error of the half-step solution is
+    about 1/15 of it (order 4); where a ReLU unit crosses or chatters at its kink the order drops to
+    1 and the error is about the estimate itself, so the estimate bounds it in both cases. An
+    estimate above ``rtol`` raises :class:`DivergenceError`: the step is too large for this flow."""
+    coarse = _rk4(field, state, t, step_size, lambda st: st)
+    fine = _rk4(field, state, t, step_size / 2, lambda st: st)
+    diff = max(float((a - b).abs().max()) for c, f in zip(coarse, fine) for a, b in zip(c, f))
+    scale = max(float(x.abs().max()) for f in fine for x in f)
+    estimate = diff / scale if scale > 0 else diff
+    if not estimate <= rtol:  # also NaN: a diverged run
+        raise DivergenceError(
+            f"{where}: RK4 at step_size={step_size:g} is not accurate for this flow: the step-doubling error estimate is {estimate:.3g} "
+            f"of the largest weight (rtol={rtol:g}); lower step_size (the error falls like step^4 on smooth stretches, like step at ReLU kinks) "
+            "or raise rtol"
+        )
+    return fine, estimate
 
 
 def _record(t: torch.Tensor, states: list[tuple[torch.Tensor, list[torch.Tensor]]], X: torch.Tensor, y: torch.Tensor, loss_of: Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor]], torch.Tensor]) -> ToyTrajectory:
@@ -189,17 +220,37 @@ def toy_flow(V0: Sequence[torch.Tensor], rho0: float, X: torch.Tensor, y: torch.
     return _record(t, [(st[0], list(st[1:])) for st in states], X, y, loss_of)
 
 
-def unnormalised_flow(W0: Sequence[torch.Tensor], X: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, lam: float = 0.0, reduction: str = "mean", step_size: float = 0.01) -> ToyTrajectory:
+def unnormalised_flow(
+    W0: Sequence[torch.Tensor],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    lam: float = 0.0,
+    reduction: str = "mean",
+    step_size: float = 0.01,
+    rtol: float = 1e-2,
+) -> ToyTrajectory:
     """Plain gradient flow ``W_k_dot = -dL/dW_k`` of the unnormalised toy network (appendix G).
 
     ``L = s sum_n (1 - y_n f_W(x_n))^2 + (lam/2) sum_k |W_k|^2``. W0 as ``V0`` of
     :func:`toy_flow` but of any norm. Records ``rho_k = |W_k|_F``, ``rho = prod rho_k`` and
     the margin moments of the normalised network ``f_n = y_n f_W(x_n) / rho``.
+
+    Integrated by fixed-step RK4 at ``step_size`` and at half of it (module docstring: an adaptive
+    solver crawls where a ReLU unit chatters at its kink); the half-step run is returned and
+    ``error_estimate`` is ``max|W_h - W_{h/2}| / max|W|`` at the output times, an upper estimate of
+    its relative error (order 4 on smooth stretches, order 1 at kinks). An estimate above ``rtol``
+    raises :class:`DivergenceError` naming the fix. Default ``rtol = 1e-2`` of the largest weight;
+    measured on 4-6-6-1 networks: chattering at a kink gives 1e-4 to 1e-3 at step 0.01 with the
+    mean loss, the summed loss of 40 points at step 0.01 gives 0.1 to 0.6 (there the fixed step
+    had broken Lemma 10 silently: the conserved ``|W_2|^2 - |W_1|^2`` moved by O(1)).
     """
     where = "unnormalised_flow"
     Ws, X, y, t, step_size = _check_problem(W0, X, y, t, step_size, where)
     check_reduction(reduction, where)
     lam = check_scalar("lam", lam, where, low=0.0)
+    rtol = check_scalar("rtol", rtol, where, low=0.0, closed="neither")
     s = loss_scale(reduction, X.shape[0])
 
     def field(state: State) -> State:
@@ -207,9 +258,10 @@ def unnormalised_flow(W0: Sequence[torch.Tensor], X: torch.Tensor, y: torch.Tens
         grads = _backprop(state, hs, 2.0 * s * (1.0 - y * out) * y)  # = -d(data loss)/dW_k
         return tuple(gk - lam * w for gk, w in zip(grads, state))
 
-    states = _rk4(field, tuple(Ws), t, step_size, lambda st: st)
+    states, estimate = _rk4_estimated(field, tuple(Ws), t, step_size, rtol, where)
 
     def loss_of(r: torch.Tensor, f: torch.Tensor, W: list[torch.Tensor]) -> torch.Tensor:
         return s * (1.0 - r * f).square().sum() + 0.5 * lam * sum(w.square().sum() for w in W)
 
-    return _record(t, [(torch.stack([torch.linalg.vector_norm(w) for w in st]).prod(), list(st)) for st in states], X, y, loss_of)
+    tr = _record(t, [(torch.stack([torch.linalg.vector_norm(w) for w in st]).prod(), list(st)) for st in states], X, y, loss_of)
+    return dataclasses.replace(tr, error_estimate=estimate)

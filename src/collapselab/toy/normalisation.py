@@ -1,4 +1,4 @@
-"""Normalised parametrisation ``f = rho f_V`` of homogeneous networks, margins and their moments.
+"""Normalised parametrisation ``f = rho f_V`` of homogeneous networks.
 
 Rangamani et al. 2021 (CBMM Memo 117), section 3.3: for a bias-free ReLU network
 ``f_W(x) = W_L relu(W_{L-1} ... relu(W_1 x))``, positive homogeneity gives
@@ -13,9 +13,9 @@ prod_b |sqrt(running_var_b)|_2``; the ``gamma`` factor is 1 for BN with ``affine
 (the protocol's setting). The authors take ``sqrt(gamma)``; the absolute value here only
 avoids NaN for negative scales. Norms are computed in float64 whatever the model's dtype.
 
-Margins (docs/theory/neural-collapse.md, "Square-loss quantities"):
-``m_n = (f_{y_n}(x_n) - max_{c != y_n} f_c(x_n)) / rho``; for two classes this is the
-authors' ``y_n (out_0 - out_1) / rho`` with ``y_n = +1`` for class 0 and ``-1`` for class 1.
+The normalised margins ``m_n = (f_{y_n}(x_n) - max_{c != y_n} f_c(x_n)) / rho`` and their
+moments are a measurement: they live in :mod:`collapselab.collapse` (``margins``,
+``margin_stats``, ``MarginStats``) and are re-exported by :mod:`collapselab.toy`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.errors import LabelError, ParameterError, ShapeError
-from ..core.validation import as_tensor, check_finite
+from ..core.errors import ParameterError, ShapeError
 
 __all__ = [
     "WEIGHT_LAYERS",
@@ -37,9 +36,6 @@ __all__ = [
     "rho",
     "NormalisedLayers",
     "normalise_layers",
-    "margins",
-    "MarginStats",
-    "margin_stats",
     "radial_derivatives",
     "scale_invariant_layers",
 ]
@@ -157,60 +153,6 @@ def normalise_layers(params: Sequence[tuple[torch.Tensor, torch.Tensor | None]])
         c.append(None if b is None else b / cum)
     rho_k = torch.stack(norms)
     return NormalisedLayers(tuple(V), tuple(c), rho_k, rho_k.prod())
-
-
-def margins(outputs: torch.Tensor, labels: torch.Tensor, rho: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """Normalised margins ``(f_{y_n} - max_{c != y_n} f_c) / rho``, shape ``(N,)``, float64.
-
-    outputs: ``(N, Q)`` with ``Q >= 2`` (any float dtype; gradients flow through);
-    labels: ``(N,)`` integers in ``[0, Q)``; rho: scalar (e.g. :func:`rho` of the model).
-    For ``Q = 2`` this is Rangamani et al. 2021's ``y_n f_n`` with ``y = +1`` for class 0 (the authors'
-    ``y_n (out_0 - out_1) / rho``); docs/theory/square-loss.md.
-    """
-    where = "margins"
-    out = as_tensor(outputs, "outputs", where)
-    if out.ndim != 2 or out.shape[1] < 2:
-        raise ShapeError(f"{where}: outputs must have shape (N, Q) with Q >= 2, got {tuple(out.shape)}")
-    check_finite(out.detach(), "outputs", where)
-    lab = as_tensor(labels, "labels", where, dtype=None, device=out.device)
-    if lab.ndim != 1 or lab.shape[0] != out.shape[0]:
-        raise ShapeError(f"{where}: labels must have shape ({out.shape[0]},) to match outputs, got {tuple(lab.shape)}")
-    if lab.is_floating_point() or lab.dtype == torch.bool:
-        raise LabelError(f"{where}: labels must be integers, got dtype {lab.dtype}; cast them with .long()")
-    lab = lab.long()
-    q = out.shape[1]
-    if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= q):
-        raise LabelError(f"{where}: labels must lie in [0, {q}) for outputs with {q} columns, got range [{int(lab.min())}, {int(lab.max())}]")
-    r = as_tensor(rho, "rho", where, device=out.device)
-    if r.numel() != 1 or not bool(r.reshape(()) > 0):
-        raise ParameterError(f"{where}: rho must be a positive scalar, got {rho!r}")
-    own = out.gather(1, lab[:, None]).squeeze(1)
-    others = out.scatter(1, lab[:, None], float("-inf")).amax(dim=1)
-    return (own - others) / r.reshape(())
-
-
-@dataclass(frozen=True)
-class MarginStats:
-    """Rangamani et al. 2021 sec. 3.4.1: ``mu = mean m_n``, ``second_moment M = mean m_n^2``,
-    ``sigma = sqrt(M - mu^2)`` (population variance, divisor N); ``minimum = min m_n``."""
-
-    mu: float
-    second_moment: float
-    sigma: float
-    minimum: float
-
-
-def margin_stats(margin: torch.Tensor) -> MarginStats:
-    """Mean, second moment, standard deviation and minimum of margins ``(N,)`` (float64)."""
-    where = "margin_stats"
-    m = as_tensor(margin, "margin", where).detach()
-    if m.ndim != 1 or m.numel() == 0:
-        raise ShapeError(f"{where}: margin must be a non-empty 1-D tensor, got shape {tuple(m.shape)}")
-    check_finite(m, "margin", where)
-    mu = float(m.mean())
-    second = float(m.square().mean())
-    sigma = float((m - mu).square().mean().sqrt())
-    return MarginStats(mu, second, sigma, float(m.min()))
 
 
 def radial_derivatives(model: nn.Module, value: torch.Tensor) -> dict[str, torch.Tensor]:

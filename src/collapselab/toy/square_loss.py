@@ -3,7 +3,7 @@
 Conventions (docs/theory/square-loss.md, "Conventions"), used by every function here:
 
 - margins ``f_n = y_n f_V(x_n)`` of the normalised network; ``mu = mean f_n``,
-  ``M = mean f_n^2`` (the second moment, :class:`~collapselab.toy.normalisation.MarginStats`).
+  ``M = mean f_n^2`` (the second moment, :class:`~collapselab.collapse.MarginStats`).
 - ``reduction="mean"`` (paper eq. 1): ``L = (1/N) sum_n (1 - rho f_n)^2 + lam rho^2``;
   ``reduction="sum"`` (Lemma 2, appendix F): ``L = sum_n (1 - rho f_n)^2 + lam rho^2``.
   The summed loss with ``lam`` is ``N`` times the mean loss with ``lam / N``.

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..collapse import margins
 from ..core.data import load_fashion_mnist
-from ..toy import margins, rho
+from ..toy import rho
 from .data import as_images
 from .models import SquareLossConvNet, scale_conv_init
 

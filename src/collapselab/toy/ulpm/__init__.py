@@ -4,6 +4,12 @@ Loss and closed-form gradients, gradient descent (optionally noisy) and gradient
 trajectory diagnostics (the Figure 2 quantities, NC margin and Lemma 3.1's bound, the
 alignment beta with its sign fixed, approximate KKT values), Theorem 3.3's optimum on a
 sphere and Example 3.1 with its corrected gradient coefficient and escape family.
+
+Every function whose value depends on how the loss is reduced takes ``reduction`` as a required
+keyword: ``"sum"`` is eq. 4 as printed (Example 3.1 and Theorem 3.3 state it), ``"mean"``
+divides by ``N = n K`` (the paper's lr-5 descent converges only with it). There is no default,
+so one point has one loss whichever function computes it:
+``ulpm_loss(*example31_point(c), reduction=r) == example31_loss(c, reduction=r)``.
 """
 
 from ._descent import ULPMTrajectory, log_spaced_steps, ulpm_descent, ulpm_flow, ulpm_step

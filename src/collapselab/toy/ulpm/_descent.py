@@ -64,7 +64,7 @@ def _gradients(W: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, scale: float, 
     return gW, gH
 
 
-def ulpm_step(W: torch.Tensor, H: torch.Tensor, lr: float, *, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+def ulpm_step(W: torch.Tensor, H: torch.Tensor, lr: float, *, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One plain gradient-descent step on the ULPM loss (the map iterated by :func:`ulpm_descent`)."""
     where = "ulpm_step"
     check_reduction(reduction, where)
@@ -81,7 +81,7 @@ def ulpm_descent(
     *,
     lr: float,
     steps: int,
-    reduction: str = "mean",
+    reduction: str,
     noise: float = 0.0,
     seed: int | None = None,
     record: Iterable[int] | None = None,
@@ -146,7 +146,7 @@ def ulpm_descent(
     return ULPMTrajectory(torch.tensor(marks, dtype=torch.int64), records, W, H, torch.tensor(laws, dtype=torch.float64))
 
 
-def ulpm_flow(W0: torch.Tensor, H0: torch.Tensor, t: torch.Tensor, *, reduction: str = "mean", method: str = "dopri5", rtol: float = 1e-10, atol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+def ulpm_flow(W0: torch.Tensor, H0: torch.Tensor, t: torch.Tensor, *, reduction: str, method: str = "dopri5", rtol: float = 1e-10, atol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient flow ``(W, H)' = -grad L`` of the ULPM, sampled at times ``t``.
 
     Returns ``W_t (T, K, d)`` and ``H_t (T, d, N)``. Integrated by torchdiffeq (``dopri5``)

@@ -153,7 +153,7 @@ def approximate_kkt(W: torch.Tensor, H: torch.Tensor) -> tuple[float, float]:
     return float(eps), float(delta)
 
 
-def ulpm_diagnostics(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean") -> dict[str, float]:
+def ulpm_diagnostics(W: torch.Tensor, H: torch.Tensor, *, reduction: str) -> dict[str, float]:
     """Everything tracked along a ULPM trajectory, as floats.
 
     ``loss``; the six :data:`FIGURE_QUANTITIES`; ``q_min`` and ``q_bound`` (Lemma 3.1);

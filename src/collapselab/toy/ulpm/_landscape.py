@@ -50,7 +50,7 @@ def _sizes(num_classes: int, per_class: int, where: str) -> tuple[int, int]:
     return check_count("num_classes", num_classes, where, low=2), check_count("per_class", per_class, where)
 
 
-def sphere_minimum(num_classes: int, per_class: int, radius_sq: float, *, reduction: str = "sum") -> float:
+def sphere_minimum(num_classes: int, per_class: int, radius_sq: float, *, reduction: str) -> float:
     """Theorem 3.3's optimal loss on ``|W|^2 + |H|^2 = radius_sq`` (module docstring)."""
     where = "sphere_minimum"
     K, n = _sizes(num_classes, per_class, where)
@@ -91,7 +91,7 @@ class SphereSearch:
     converged: tuple[bool, ...]
 
 
-def minimise_on_sphere(num_classes: int, per_class: int, dim: int, radius_sq: float, *, starts: int = 5, seed: int = 0, reduction: str = "sum", max_iter: int = 20000) -> SphereSearch:
+def minimise_on_sphere(num_classes: int, per_class: int, dim: int, radius_sq: float, *, starts: int = 5, seed: int = 0, reduction: str, max_iter: int = 20000) -> SphereSearch:
     """Minimise ``L(R x/|x|)`` over ``x`` by L-BFGS (scipy) from ``starts`` Gaussian starts.
 
     An independent check of Theorem 3.3: the gradient is the closed-form ULPM gradient
@@ -133,7 +133,7 @@ def minimise_on_sphere(num_classes: int, per_class: int, dim: int, radius_sq: fl
     return SphereSearch(torch.tensor(values, dtype=torch.float64), W, H, tuple(ok))
 
 
-def sphere_descent(W0: torch.Tensor, H0: torch.Tensor, *, lr: float, steps: int, noise: float = 0.0, seed: int = 0, reduction: str = "sum") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sphere_descent(W0: torch.Tensor, H0: torch.Tensor, *, lr: float, steps: int, noise: float = 0.0, seed: int = 0, reduction: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Riemannian gradient descent of the ULPM loss on the sphere ``|W|^2 + |H|^2 = R^2`` of the start.
 
     Step: ``z <- R (z - lr P(grad L + noise xi)) / |...|`` with ``P`` the projection on the
@@ -179,14 +179,14 @@ def example31_point(c: float, *, dtype: torch.dtype = torch.float64, device: tor
     return c * A, c * A.clone()
 
 
-def example31_loss(c: float, *, reduction: str = "sum") -> float:
+def example31_loss(c: float, *, reduction: str) -> float:
     """ULPM loss at Example 3.1's point: ``8 log(1 + e^{-2c^2})`` (summed), ``2 log(...)`` (mean)."""
     check_reduction(reduction, "example31_loss")
     c = check_scalar("c", c, "example31_loss")
     return (8.0 if reduction == "sum" else 2.0) * math.log1p(math.exp(-2.0 * c * c))
 
 
-def example31_gradient_coefficient(c: float, *, reduction: str = "sum") -> float:
+def example31_gradient_coefficient(c: float, *, reduction: str) -> float:
     """``g(c)`` with ``grad_W = grad_H = g(c) A`` (corrected; module docstring); ``/4`` for the mean loss."""
     check_reduction(reduction, "example31_gradient_coefficient")
     c = check_scalar("c", c, "example31_gradient_coefficient")
@@ -214,7 +214,7 @@ def example31_escape_point(c: float, beta: float, *, dtype: torch.dtype = torch.
     return c * M, c * M.clone()
 
 
-def example31_escape_gain(c: float, beta: float, *, reduction: str = "sum") -> float:
+def example31_escape_gain(c: float, beta: float, *, reduction: str) -> float:
     """``L(W', H') - L(W, H)`` along the escape family, evaluated without cancellation.
 
     Logits of sample 1 at ``c M(beta)``: ``c^2 (2, 2a + 2b^2, 2b(1+a), 2b(1+a))``; all four
@@ -245,11 +245,11 @@ def example31_escape_threshold(c: float) -> float | None:
 
     c = check_scalar("c", c, "example31_escape_threshold", low=0.0, closed="neither")
     grid = -np.logspace(-150, math.log10(1.0 / math.sqrt(2.0)) - 1e-12, 3001)
-    gains = np.array([example31_escape_gain(c, float(b)) for b in grid])
+    gains = np.array([example31_escape_gain(c, float(b), reduction="sum") for b in grid])
     neg = np.nonzero(gains < 0)[0]
     if neg.size == 0:
         return None
     i = int(neg[0])
     if i == 0:
         return float(grid[0])
-    return float(optimize.brentq(lambda b: example31_escape_gain(c, b), grid[i], grid[i - 1], xtol=1e-300, rtol=1e-14))
+    return float(optimize.brentq(lambda b: example31_escape_gain(c, b, reduction="sum"), grid[i], grid[i - 1], xtol=1e-300, rtol=1e-14))

@@ -4,6 +4,7 @@ Layout (the paper's): classifier ``W`` ``(K, d)``, features ``H`` ``(d, N)`` wit
 columns ordered class by class (``h_{1,1..n}, h_{2,1..n}, ...``). Logits ``Z = W H`` ``(K, N)``.
 ``reduction="sum"`` is eq. 4 as printed, ``sum_{k,i} -log softmax(Z)_{k,(k,i)}``;
 ``reduction="mean"`` divides by ``N`` (the paper's lr-5 experiment only converges with it).
+``reduction`` is a required keyword in every ULPM function (no default: the two differ by ``N``).
 With ``G = softmax(Z) - Y`` (softmax over classes, ``Y`` one-hot ``(K, N)``):
 ``grad_W = s G H^T``, ``grad_H = s W^T G`` with ``s = 1/N`` (mean) or 1 (sum).
 """
@@ -64,13 +65,13 @@ def _residual(W: torch.Tensor, H: torch.Tensor, reduction: str, where: str) -> t
     return G, per, s
 
 
-def ulpm_loss(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+def ulpm_loss(W: torch.Tensor, H: torch.Tensor, *, reduction: str) -> torch.Tensor:
     """Cross-entropy of the ULPM (Ji et al. 2022 eq. 4), summed or averaged over the ``N`` columns."""
     _, per, s = _residual(W, H, reduction, "ulpm_loss")
     return per.sum() * s
 
 
-def ulpm_gradients(W: torch.Tensor, H: torch.Tensor, *, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ulpm_gradients(W: torch.Tensor, H: torch.Tensor, *, reduction: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, grad_W (K, d), grad_H (d, N))`` in closed form (module docstring); no autograd.
 
     W: ``(K, d)``, H: ``(d, n K)`` float64 (differentiable inputs are fine: the outputs then
