@@ -1,5 +1,5 @@
-"""Square-loss margins of a network's outputs and their moments (Rangamani et al., CBMM Memo 117,
-Rangamani et al. 2021, secs. 3.3-3.4.1; docs/theory/square-loss.md).
+"""Square-loss margins of a network's outputs and their moments (Rangamani et al. 2021, CBMM
+Memo 117, secs. 3.3-3.4.1; docs/theory/square-loss.md).
 
 Normalised margins ``m_n = (f_{y_n}(x_n) - max_{c != y_n} f_c(x_n)) / rho``; for two classes
 this is the authors' ``y_n (out_0 - out_1) / rho`` with ``y_n = +1`` for class 0 and ``-1`` for
