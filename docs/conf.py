@@ -88,6 +88,7 @@ PAGES = {
              "collapselab.core.claims", "collapselab.core.verdicts", "collapselab.core.store"],
     "experiments": ["collapselab.experiments"],
     "report": ["collapselab.report"],
+    "integrations": ["collapselab.integrations", "collapselab.integrations.lightning", "collapselab.integrations.transformers"],
 }
 # the order in which a re-exported object finds its page: the defining layer first
 DOCUMENTED = [*PAGES["core"][1:], *(m for k, v in PAGES.items() if k not in ("core", "collapselab") for m in v), "collapselab.core", "collapselab"]

@@ -1,7 +1,7 @@
 """Experiments: one module per experiment, discovered by name (see ``_base``).
 
 The names below are imported on first use, so ``collapselab list`` reads the catalogue
-(:func:`._catalogue.catalogue`: names, summaries and sources) without importing torch.
+(``_catalogue.catalogue()``: names, summaries and sources) without importing torch.
 """
 
 from __future__ import annotations
