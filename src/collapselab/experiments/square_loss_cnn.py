@@ -39,7 +39,17 @@ seed. Claims (Sec 7, Figs 2-4 and 14-15; Theorem 3), each a statistical test ove
 Tiers (``--set tier=...``): ``full`` is the paper's protocol on all 12000 images (1000 epochs
 of 94 steps, 2 weight decays x 4 inits x 5 seeds = 40 trainings; the small network makes a
 GPU epoch overhead-bound, about 0.5 s (an estimate, not measured here), so about 6 GPU-hours
-in all). ``middle`` keeps the paper's loss, lr, momentum, batch, weight decay 0.01 and
+in all). On Fashion-MNIST the width-1 network at the paper's lr 0.01 is beyond the heavy-ball
+stability edge: MSE puts the curvature ``(2/P) lambda_max(E[h h^T])`` on the classifier, at
+least the squared norm of the mean of its 2048 post-ReLU batch-normalised inputs ``h`` (about
+``2048 / (2 pi) = 326`` when each pre-activation is standardised), measured 515-555 at init 5
+on a 128-image batch (mean feature 0.38), so ``lr lambda = 5.2-5.5 > 2 (1 + momentum) = 3.8``
+and SGD diverges within two epochs (a CPU run at 400 images: batch loss 4.7, then 2.3e7 at
+epoch 2; the trainer stops with a divergence error). This is arithmetic, not the CPU or float32:
+the same happens on a GPU. At init 0.01 the BN inputs stay below BN's eps at first and the run
+starts. The 1/4-width network of the middle tier has ``lambda = 105-135`` (``lr lambda <= 1.4``).
+A width-1 run needs ``--set lr=0.004`` (a departure from the paper, to be stated with its
+results). ``middle`` keeps the paper's loss, lr, momentum, batch, weight decay 0.01 and
 constant schedule for 1000 epochs on 128 images per class with a 1/4-width network ([8, 16,
 32] channels), inits 0.01 and 5, 3 seeds (2,000 steps = 2 weight-decay time scales; about
 0.1 s per epoch on one core, so about 20 CPU-minutes for the 12 trainings, extrapolated from
