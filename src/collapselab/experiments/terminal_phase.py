@@ -31,9 +31,9 @@ beyond the heavy-ball stability edge ``2 (1 + momentum) = 3.8``: the loss climbs
 epoch (a 3-epoch CPU run: 2.1, then 123). At 0.01 it is 1.3. Cross-entropy's curvature is
 bounded by the softmax's, so it keeps 0.05. ``middle`` keeps PHD's learning rate 0.05 for both
 losses (the 1/8-width network's 64 features give ``lr lambda = 0.8``), weight decay, batch,
-losses and step schedule for 350 epochs on 25 images per class (two batches per epoch) with a
-1/8-width VGG-11, 2 seeds (about 0.4 s per epoch on one core: about 10 CPU-minutes for the 4
-trainings). ``quick`` (``--quick``) trains an MLP on 10 images
+losses and step schedule for 350 epochs on 12 images per class (120 images: one batch of 128
+holds them all, so an epoch is one step) with a 1/8-width VGG-11, 2 seeds (about 5
+CPU-minutes for the 4 trainings). ``quick`` (``--quick``) trains an MLP on 10 images
 per class for 60 epochs with batch 20 and weight decay 0.05: the weight-decay time scale
 ``(1 - momentum)/(lr wd)`` is 4000 steps at PHD's 5e-4, longer than the whole quick run (300
 steps); 0.05 makes it 40 steps, so the run spans 7.5 time scales (PHD's 164,000 steps span 41).
@@ -78,7 +78,7 @@ TREND_REASON = (
 
 class Config(TieredConfig):
     TIERS = {
-        "middle": {"model": "vgg11", "width": 0.125, "per_class": 25, "n_seeds": 2, "nc_points": 30, "lr_mse": None},
+        "middle": {"model": "vgg11", "width": 0.125, "per_class": 12, "n_seeds": 2, "nc_points": 30, "lr_mse": None},
         "quick": {"model": "mlp", "hidden": [128, 128], "per_class": 10, "epochs": 60, "batch_size": 20, "weight_decay": 0.05, "nc_points": 24, "lr_mse": None},
     }
 
