@@ -28,8 +28,9 @@ epoch is overhead-bound, about 0.5 s, an estimate not measured here: about 3 GPU
 On Fashion-MNIST the width-1 network at lr 0.01 is beyond the heavy-ball stability edge once
 its batch-normalised features are of unit scale (the classifier's curvature is measured 515-555
 against the edge ``2 (1 + momentum) / lr = 380``; see :mod:`.square_loss_cnn`): a CPU run at 400
-images diverged in epoch 2 (batch loss 0.51, then 1.3e6). A width-1 run needs
-``--set lr=0.004``, a departure from the paper to be stated with its results.
+images diverged in epoch 2 (batch loss 0.51, then 1.3e6). At ``--set lr=0.004`` it does not
+diverge in 3 epochs, but the epoch-mean loss still spikes in epoch 2 (0.4 to 1.7-5.8) before
+falling back in 5 of 6 runs, so even that rate sits near the edge.
 ``middle`` keeps the paper's loss, lr, momentum, batch 128, weight decay, init and 1000
 epochs on 64 images per class with [8, 16, 32] channels, fractions 0 to 1 by 0.25, 3 seeds:
 the 128 training images are one batch of 128, so an epoch is one step (1000 steps, one
