@@ -35,7 +35,11 @@ falling back in 5 of 6 runs, so even that rate sits near the edge.
 epochs on 64 images per class with [8, 16, 32] channels, fractions 0 to 1 by 0.25, 3 seeds:
 the 128 training images are one batch of 128, so an epoch is one step (1000 steps, one
 weight-decay time scale; the paper's 79,000 span 79). 100 images per class (2 steps per
-epoch) would take about 22 CPU-minutes; 64 take about half.
+epoch) would take about 22 CPU-minutes; 64 take about half. Measured at run seed 0, both
+trend claims fail at this size (Page p = 0.20 and 0.14, medians in the paper's direction): in 4
+of the 15 runs the eval-mode (BN running statistics) network misclassifies up to half of the
+training set that the training-mode network fits, so the eval-mode test error measures that
+defect (docs/results/training.md).
 ``quick`` (``--quick``) trains 64 images for 40 epochs with
 batch 16 and weight decay 0.05 (weight-decay time scale ``(1 - momentum)/(lr wd)`` of 200
 steps), fractions 0, 0.5 and 1, 2 seeds. At this scale neither trend is strong enough for a
