@@ -97,3 +97,49 @@ def test_quick_not_applicable_only_for_listed_claims_in_the_quick_tier():
     assert not quick_not_applicable(Ctx(), quick, listed, "b", "claim", "src", "ref")
     assert not quick_not_applicable(Ctx(), middle, listed, "a", "claim", "src", "ref")
     assert recorded == [("a", "not tested in the quick tier (tested in the middle and full tiers): too weak at this scale")]
+
+
+def _mse_classifier_curvature(model, X, outputs):
+    """Largest eigenvalue of the MSE loss's Hessian in one classifier row (PyTorch ``MSELoss``, mean
+    over the batch and the ``outputs``): ``(2/outputs) lambda_max(E[h h^T])``, ``h`` the classifier's
+    input with the bias's constant 1, in training mode (batch statistics)."""
+    import torch
+
+    seen = []
+    hook = model.classifier.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].flatten(1)))
+    model.train()
+    with torch.no_grad():
+        model(X)
+    hook.remove()
+    h = torch.cat([seen[0].double(), torch.ones(len(seen[0]), 1, dtype=torch.float64)], 1)
+    return (2.0 / outputs) * float(torch.linalg.eigvalsh(h.T @ h / len(h))[-1])
+
+
+def test_mse_learning_rates_sit_inside_the_heavy_ball_stability_edge():
+    """Heavy-ball SGD is linearly unstable along a curvature ``lambda`` once ``lr lambda > 2 (1 + momentum)``.
+    The terminal-phase full tier's MSE rate keeps the width-1 VGG-11 inside that edge, where PHD's 0.05
+    is beyond it (the reason for ``lr_mse``); the square-loss middle tiers' paper rate 0.01 is inside it
+    at width 1/4, from the small and the large init."""
+    import torch
+
+    from collapselab.core.data import load_fashion_mnist
+    from collapselab.train import VGG, as_images
+    from collapselab.train.protocols import binary_fashion_mnist, seed002_model
+
+    torch.set_num_threads(1)
+    tp = get_experiment("terminal-phase")
+    full, middle = resolve_config(tp, {}, quick=False), resolve_config(tp, {"tier": "middle"}, quick=False)
+    edge = 2.0 * (1.0 + full.momentum)
+    X = as_images(load_fashion_mnist("train", limit_per_class=13), normalise="standardise")[0][:128]
+    torch.manual_seed(0)
+    lam = _mse_classifier_curvature(VGG(11, in_channels=1, num_classes=10, width=full.width, input_size=28), X, 10)
+    assert full.lr_mse * lam < edge / 2 < edge < full.lr * lam
+    torch.manual_seed(0)
+    lam = _mse_classifier_curvature(VGG(11, in_channels=1, num_classes=10, width=middle.width, input_size=28), X, 10)
+    assert middle.lr_mse is None and middle.lr * lam < edge / 2
+    data = binary_fashion_mnist([0, 2], 64, 1)
+    for name in ("square-loss-cnn", "square-loss-random-labels"):
+        cfg = resolve_config(get_experiment(name), {"tier": "middle"}, quick=False)
+        for init in (0.1, 5.0):
+            lam = _mse_classifier_curvature(seed002_model(init, channels=cfg.channels, seed=0), data.X, 2)
+            assert cfg.lr * lam < edge / 2, (name, init, lam)

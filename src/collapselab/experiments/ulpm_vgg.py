@@ -35,8 +35,8 @@ The network is trained from ``n_seeds`` seeds derived from the run's seed. Claim
 Tiers (``--set tier=...``): ``full`` trains on all 60000 images for 500 epochs, 3 seeds (VGG-13
 at width 1 takes about 10 s per epoch of 469 steps on one current GPU (an estimate, not measured here), so about 4 GPU-hours in
 all). ``middle`` keeps the paper's loss, no weight decay, momentum, batch 128 and constant
-learning rate 0.01 on 50 images per class with a 1/8-width VGG-13, 300 epochs, 2 seeds
-(about 1.4 s per epoch on one core: about 15 CPU-minutes, extrapolated from 3-epoch runs).
+learning rate 0.01 on 20 images per class (two batches per epoch) with a 1/8-width VGG-13,
+300 epochs, 2 seeds (about 6 CPU-minutes).
 ``quick`` (``--quick``) trains a 1/16-width VGG-13 on 6 images per class with batch 20 and
 learning rate 0.05 for 100 epochs, 3 seeds: at lr 0.01 the terminal phase starts too late for
 a trend to be measured inside the run (it starts near epoch 30 at 0.05). At this scale the
@@ -89,7 +89,7 @@ BELOW_PAPER = ("nc2_equinorm_means", "nc2_equinorm_weights", "nc2_equiangular_me
 
 class Config(TieredConfig):
     TIERS = {
-        "middle": {"per_class": 50, "width": 0.125, "epochs": 300, "n_seeds": 2, "nc_points": 30},
+        "middle": {"per_class": 20, "width": 0.125, "epochs": 300, "n_seeds": 2, "nc_points": 30},
         "quick": {"per_class": 6, "width": 0.0625, "epochs": 100, "lr": 0.05, "batch_size": 20, "nc_points": 30},
     }
 
