@@ -1,4 +1,5 @@
-"""Neural-collapse measurement (spec/neural_collapse.md): exact, streaming, distributed.
+"""Neural-collapse measurement: exact, streaming, distributed (Papyan, Han & Donoho 2020;
+Galanti et al. 2022; Ji et al. 2022; docs/theory/neural-collapse.md).
 
 The vocabulary: the metric functions on in-memory ``(features, labels)``, the streaming
 accumulator :class:`CollapseStatistics` (update / merge / all_reduce / report), the report
@@ -17,8 +18,9 @@ from ._functions import NC2, cdnv, class_moments, collapse_report, mse_decomposi
 from ._labels import map_labels
 from ._margins import MarginStats, margin_statistics
 from ._metrics import MSEDecomposition
+from ._moments import ClassMoments, SampleSums
 from ._report import REPORT_KEYS, CollapseReport
-from ._streaming import ClassMoments, CollapseStatistics, SampleSums
+from ._streaming import CollapseStatistics
 from ._tracker import CollapseTracker, last_linear, measure
 
 __all__ = [

@@ -23,7 +23,9 @@ from ..core.validation import Interval, OneOf, check_finite, check_matrix, check
 from . import _metrics as m
 from ._labels import check_features, map_labels
 from ._report import CollapseReport
-from ._streaming import ClassMoments, CollapseStatistics, check_all_classes
+from ._accumulate import check_all_classes
+from ._moments import ClassMoments
+from ._streaming import CollapseStatistics
 
 __all__ = [
     "NC2",

@@ -1,6 +1,7 @@
-"""Neural-collapse formulas on class-level statistics (spec/neural_collapse.md, "Canonical
-metrics" and "ULPM quantities"). Pure functions of tensors: no data passes, no checks
-(the public functions in ``_functions.py`` and the streaming accumulator validate).
+"""Neural-collapse formulas on class-level statistics (Papyan, Han & Donoho 2020, NC1-NC4;
+Galanti et al. 2022, CDNV; Ji et al. 2022, ULPM quantities; docs/theory/neural-collapse.md). Pure functions of tensors: no data
+passes, no checks (the public functions in ``_functions.py`` and the streaming accumulator
+validate).
 
 Notation: ``C`` classes, features in ``R^d``; ``Mc`` (C, d) centred class means
 ``mu_c - mu_G``; ``W`` (C, d) classifier rows ``w_c``; ``mom`` the class moments.
@@ -13,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._streaming import ClassMoments
+from ._moments import ClassMoments
 
 __all__ = [
     "default_rtol",
