@@ -11,6 +11,12 @@ Example::
     from collapselab.collapse import measure
     report = measure(model, loader, num_classes=10)   # the input of the last nn.Linear
     print(report.nc1, report.nc4, report.as_dict())
+
+Features larger than memory (a ``.npy`` file, read in blocks; two exact passes)::
+
+    from collapselab.collapse import stream_report
+    from collapselab.experiments import progress
+    report = stream_report("features.npy", "labels.npy", progress=progress)
 """
 
 from ._cache import FeatureCache
@@ -20,6 +26,7 @@ from ._margins import MarginStats, margin_statistics
 from ._metrics import MSEDecomposition
 from ._moments import ClassMoments, SampleSums
 from ._report import REPORT_KEYS, CollapseReport
+from ._sources import stream_report
 from ._streaming import CollapseStatistics
 from ._tracker import CollapseTracker, last_linear, measure
 
@@ -47,4 +54,5 @@ __all__ = [
     "nc3",
     "nc4",
     "principal_angles",
+    "stream_report",
 ]
