@@ -291,6 +291,8 @@ def resolve_classes(values: torch.Tensor, weights: Any | None, where: str) -> tu
     (``classes`` returned for the label map), except when a classifier has more rows and the
     labels lie in ``[0, rows)``: then they index its rows (``classes`` None) and a row
     without samples is reported as an empty class."""
+    if values.numel() == 0:
+        raise ShapeError(f"{where}: no samples (labels is empty)")
     rows = None
     if weights is not None:
         shape = tuple(weights.shape) if hasattr(weights, "shape") else np.shape(weights)
