@@ -58,7 +58,7 @@ def mem_available() -> int:
 
 
 # ---------------------------------------------------------------------------------- data
-def write_features(path: Path, N: int, d: int, C: int, seed: int, block: int = 65_536) -> None:
+def write_features(path: Path, N: int, d: int, C: int, seed: int, block: int = 8192) -> None:
     """``h_i = 3 mu_{y_i} + z_i`` (mu, z standard normal) as float32 ``.npy``, balanced labels
     (every class ``floor(N/C)`` or one more times, shuffled) beside it; written block by
     block, never all in memory."""
@@ -76,6 +76,18 @@ def write_features(path: Path, N: int, d: int, C: int, seed: int, block: int = 6
 
 
 # ------------------------------------------------------------------------------- workers
+def worker_write(args: argparse.Namespace) -> dict:
+    """Write the data in a process of its own: ``ru_maxrss`` survives fork and exec, so the
+    parent of the measuring processes must stay small."""
+    d = Path(args.dir)
+    t0 = time.perf_counter()
+    if args.target == "many":
+        write_features(d / "many.npy", args.many_samples, args.many_dim, args.many_classes, args.seed + 1)
+    else:
+        write_features(d / "features.npy", args.samples, args.dim, args.classes, args.seed)
+    return {"seconds": time.perf_counter() - t0}
+
+
 def worker_read(args: argparse.Namespace) -> dict:
     """One sequential read of the whole file into a reused 16 MiB-scale buffer."""
     path = Path(args.dir) / "features.npy"
@@ -100,11 +112,33 @@ def worker_ours(args: argparse.Namespace) -> dict:
         marks.append((desc, time.perf_counter()))
         return iterable
 
+    rows = (0, args.ours_rows) if args.ours_rows else None
     t0 = time.perf_counter()
-    rep = stream_report(d / "features.npy", d / "features.labels.npy", progress=progress)
+    rep = stream_report(d / "features.npy", d / "features.labels.npy", num_classes=args.classes, rows=rows, progress=progress)
     t1 = time.perf_counter()
-    passes = {"labels": marks[0][1] - t0, "pass1": marks[1][1] - marks[0][1], "pass2": t1 - marks[1][1]}
-    return {"seconds": t1 - t0, "passes": passes, "peak_rss_gib": peak_rss_gib(), "report": rep.as_dict(extras=False)}
+    passes = {"pass1": marks[1][1] - marks[0][1], "pass2": t1 - marks[1][1]}
+    return {"rows": rep.num_samples, "seconds": t1 - t0, "passes": passes, "peak_rss_gib": peak_rss_gib(), "report": rep.as_dict(extras=False)}
+
+
+def worker_means(args: argparse.Namespace) -> dict:
+    """The first pass alone (exact class means: counts and float64 sums), read as stream_report
+    reads: the cheap half, which shows the memory and I/O behaviour at any N."""
+    import torch
+
+    from collapselab.collapse import CollapseStatistics
+    from collapselab.collapse._sources import _Rows, batch_rows
+
+    torch.set_num_threads(args.threads)
+    d = Path(args.dir)
+    feats, labs = _Rows(d / "features.npy", "features", "bench", None), _Rows(d / "features.labels.npy", "labels", "bench", None)
+    B = batch_rows(args.classes)
+    t0 = time.perf_counter()
+    st = CollapseStatistics(args.classes, covariance=False)
+    for a in range(0, len(feats), B):
+        b = min(a + B, len(feats))
+        st.update(feats.read(a, b), labs.read(a, b))
+    st.means()
+    return {"seconds": time.perf_counter() - t0, "peak_rss_gib": peak_rss_gib()}
 
 
 def public_metrics(H32: np.ndarray, y: np.ndarray, C: int) -> dict:
@@ -253,14 +287,14 @@ def worker_many(args: argparse.Namespace) -> dict:
     return out
 
 
-WORKERS = {"read": worker_read, "ours": worker_ours, "public": worker_public, "rank": worker_rank, "many": worker_many}
+WORKERS = {"write": worker_write, "read": worker_read, "means": worker_means, "ours": worker_ours, "public": worker_public, "rank": worker_rank, "many": worker_many}
 
 
 # ---------------------------------------------------------------------------------- main
-def spawn(args: argparse.Namespace, name: str, *, torchrun: int = 0) -> dict:
+def spawn(args: argparse.Namespace, name: str, *, torchrun: int = 0, target: str = "features") -> dict:
     base = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [])
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k in FULL or k in ("dir", "threads")]
-    proc = subprocess.run([*base, __file__, "--worker", name, *flags], capture_output=True, text=True)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k in FULL or k in ("dir", "threads", "seed", "ours_rows")]
+    proc = subprocess.run([*base, __file__, "--worker", name, f"--target={target}", *flags], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads((Path(args.dir) / f"{name}.json").read_text())
@@ -285,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads of the single-process runs")
     p.add_argument("--processes", type=int, default=2, help="ranks of the torchrun run (0: skip it)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", default="read,ours,public,ranks,many",
+                   help="comma-separated subset of read, means (pass 1 alone), ours, public, ranks, many")
+    p.add_argument("--ours-rows", type=int, default=0, help="ours: only the first rows (0: all); pass 1 alone always reads all")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--target", default="features", help=argparse.SUPPRESS)
     for k, v in FULL.items():
         p.add_argument(f"--{k.replace('_', '-')}", type=int, default=None)
     args = p.parse_args(argv)
@@ -302,20 +340,21 @@ def main(argv: list[str] | None = None) -> int:
     d.mkdir(parents=True, exist_ok=True)
     results: dict = {"sizes": {k: getattr(args, k) for k in FULL}, "threads": args.threads}
     try:
-        t0 = time.perf_counter()
-        write_features(d / "features.npy", args.samples, args.dim, args.classes, args.seed)
-        results["write_seconds"] = time.perf_counter() - t0
+        results["write_seconds"] = spawn(args, "write")["seconds"]
         results["file_gib"] = (d / "features.npy").stat().st_size / GiB
-        for name in ("read", "ours", "public"):
-            results[name] = spawn(args, name)
-        if args.processes:
+        steps = args.steps.split(",")
+        for name in ("read", "means", "ours", "public"):
+            if name in steps:
+                results[name] = spawn(args, name)
+        if args.processes and "ranks" in steps:
             results["ranks"] = spawn(args, "rank", torchrun=args.processes)
             results["ranks"]["max_rel_diff"] = rel_diff(results["ranks"]["report"], results["ours"]["report"])
         for f in ("features.npy", "features.labels.npy"):
             if not args.keep:
                 (d / f).unlink()
-        write_features(d / "many.npy", args.many_samples, args.many_dim, args.many_classes, args.seed + 1)
-        results["many"] = spawn(args, "many")
+        if "many" in steps:
+            spawn(args, "write", target="many")
+            results["many"] = spawn(args, "many")
     finally:
         if not args.keep:
             shutil.rmtree(d, ignore_errors=True)
@@ -326,19 +365,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(r: dict) -> None:
-    s, read, ours, pub = r["sizes"], r["read"], r["ours"], r["public"]
+    s, read = r["sizes"], r["read"]
     print(f"N = {s['samples']}, d = {s['dim']}, C = {s['classes']}: {r['file_gib']:.2f} GiB float32, torch threads {r['threads']}")
     print(f"  one sequential read   {read['seconds']:9.1f} s   1.00x   peak RSS {read['peak_rss_gib']:.2f} GiB")
+    if "means" in r:
+        mn = r["means"]
+        print(f"  ours, pass 1 alone    {mn['seconds']:9.1f} s  {mn['seconds'] / read['seconds']:5.2f}x   peak RSS {mn['peak_rss_gib']:.2f} GiB")
+    if "ours" in r:
+        print_ours(r)
+    if "public" in r:
+        print_public(r)
+    if "ranks" in r:
+        print_ranks(r)
+    if "many" in r:
+        print_many(r)
+
+
+def print_ours(r: dict) -> None:
+    read, ours = r["read"], r["ours"]
     print(f"  ours (two passes)     {ours['seconds']:9.1f} s  {ours['seconds'] / read['seconds']:5.2f}x   peak RSS {ours['peak_rss_gib']:.2f} GiB"
-          f"   (labels {ours['passes']['labels']:.1f} s, pass 1 {ours['passes']['pass1']:.1f} s, pass 2 {ours['passes']['pass2']:.1f} s)")
+          f"   ({ours['rows']} rows: pass 1 {ours['passes']['pass1']:.1f} s, pass 2 {ours['passes']['pass2']:.1f} s)")
+
+
+def print_public(r: dict) -> None:
+    read, pub = r["read"], r["public"]
     fit = pub.get("failed_at") or "loads and converts to float64"
     print(f"  public, in memory     {pub['seconds_scaled']:9.1f} s  {pub['seconds_scaled'] / read['seconds']:5.2f}x   "
           f"(timed on {pub['rows_timed']} rows, scaled); whole file: {fit} "
           f"(float32 {pub['bytes_float32'] / GiB:.1f} GiB, float64 {pub['bytes_float64'] / GiB:.1f} GiB, limit {pub['limit_as'] / GiB:.1f} GiB)")
-    if "ranks" in r:
-        k = r["ranks"]
-        print(f"  {k['world']} ranks (gloo)        {k['seconds']:9.1f} s  {k['seconds'] / read['seconds']:5.2f}x   peak RSS per rank "
-              f"{', '.join(f'{x:.2f}' for x in k['peak_rss_gib'])} GiB; max rel. difference from one process {k['max_rel_diff']:.1e}")
+
+
+def print_ranks(r: dict) -> None:
+    read, k = r["read"], r["ranks"]
+    print(f"  {k['world']} ranks (gloo)        {k['seconds']:9.1f} s  {k['seconds'] / read['seconds']:5.2f}x   peak RSS per rank "
+          f"{', '.join(f'{x:.2f}' for x in k['peak_rss_gib'])} GiB; max rel. difference from one process {k['max_rel_diff']:.1e}")
+
+
+def print_many(r: dict) -> None:
     m = r["many"]
     print(f"many classes: N = {m['samples']}, d = {m['dim']}, C = {m['classes']}; peak RSS {m['peak_rss_gib']:.2f} GiB")
     print(f"  class means (1 pass)            {m['means']:9.1f} s  exact")
