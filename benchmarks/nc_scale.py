@@ -294,6 +294,7 @@ WORKERS = {"write": worker_write, "read": worker_read, "means": worker_means, "o
 def spawn(args: argparse.Namespace, name: str, *, torchrun: int = 0, target: str = "features") -> dict:
     base = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [])
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k in FULL or k in ("dir", "threads", "seed", "ours_rows")]
+    flags += ["--quick"] if args.quick else []
     proc = subprocess.run([*base, __file__, "--worker", name, f"--target={target}", *flags], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
