@@ -167,11 +167,14 @@ def worker_public(args: argparse.Namespace) -> dict:
     # to N, since the class loop costs C d^2 whatever N
     n = min(args.ours_rows or args.public_rows, len(y))
     C = args.classes
-    t0 = time.perf_counter()
-    sub = public_metrics(np.array(mm[:n]), y[:n], C)
-    out = {"rows_timed": n, "seconds_rows": time.perf_counter() - t0, "subset": sub}
+    out: dict = {"rows_timed": n}
+    if n:
+        t0 = time.perf_counter()
+        sub = public_metrics(np.array(mm[:n]), y[:n], C)
+        out.update(seconds_rows=time.perf_counter() - t0, subset=sub)
     # the whole file: under an address-space limit below what is available, never the machine's last bytes
     need_load, need_f64 = mm.nbytes, 2 * mm.nbytes
+    del mm  # its mapping would count against the address-space limit
     avail = mem_available()
     limit = max(avail - 6 * GiB, 1 * GiB)
     out.update(bytes_float32=need_load, bytes_float64=need_f64, mem_available=avail, limit_as=limit)
@@ -194,7 +197,7 @@ def worker_public(args: argparse.Namespace) -> dict:
             out["full"] = public_metrics(H, y, C)
             out["seconds_whole"] = time.perf_counter() - t0
         else:
-            out["full"], out["seconds_whole"] = sub, out["seconds_rows"]
+            out["full"], out["seconds_whole"] = out["subset"], out["seconds_rows"]
         out["failed_at"] = None
     except MemoryError:
         out["failed_at"] = step
@@ -395,7 +398,8 @@ def print_ours(r: dict) -> None:
 def print_public(r: dict) -> None:
     read, pub = r["read"], r["public"]
     fit = pub.get("failed_at") or f"{pub['seconds_whole']:.1f} s"
-    print(f"  public, in memory     {pub['seconds_rows']:9.1f} s on the first {pub['rows_timed']} rows; whole file: {fit} "
+    rows = f"{pub['seconds_rows']:9.1f} s on the first {pub['rows_timed']} rows" if pub["rows_timed"] else "(not timed on a prefix)"
+    print(f"  public, in memory     {rows}; whole file: {fit} "
           f"(float32 {pub['bytes_float32'] / GiB:.1f} GiB, float64 {pub['bytes_float64'] / GiB:.1f} GiB, limit {pub['limit_as'] / GiB:.1f} GiB)")
 
 
