@@ -1,4 +1,4 @@
-"""Neural-collapse measurement: exact, streaming, distributed (Papyan, Han & Donoho 2020;
+"""Neural-collapse measurement: exact, streaming, distributed (Papyan, Han & Donoho 2020, PHD;
 Galanti et al. 2022; Ji et al. 2022; docs/theory/neural-collapse.md).
 
 The vocabulary: the metric functions on in-memory ``(features, labels)``, the streaming

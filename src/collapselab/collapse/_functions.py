@@ -127,7 +127,7 @@ def nc1(
     global_mean: str = "unweighted",
     rtol: float | None = None,
 ) -> float:
-    """NC1 (PHD 2020; spec "NC1").
+    """NC1 (PHD 2020; docs/theory/neural-collapse.md).
 
     ``variant="span"`` (canonical): ``Tr(Sigma_W Sigma_B^+)/C`` computed in the span of ``M~``
     (:func:`~collapselab.collapse._metrics.nc1_span`; the rank is in :func:`collapse_report`);
@@ -168,7 +168,7 @@ def nc2(
     global_mean: str = "unweighted",
     center_weights: bool = False,
 ) -> NC2:
-    """NC2 (PHD 2020; spec "NC2"): equinorm (std/mean of norms, Bessel std), equiangularity
+    """NC2 (PHD 2020; docs/theory/neural-collapse.md): equinorm (std/mean of norms, Bessel std), equiangularity
     (``mean_{c != c'} |cos + 1/(C-1)|``) and ETF error of the Gram, for the centred class means
     (``of="means"``) or the classifier rows (``of="weights"``; not centred unless
     ``center_weights``)."""
@@ -194,7 +194,7 @@ def nc3(
     global_mean: str = "unweighted",
     rtol: float | None = None,
 ) -> float:
-    """NC3, self-duality (spec "NC3"). ``variant="phd"`` (canonical):
+    """NC3, self-duality (PHD 2020; docs/theory/neural-collapse.md). ``variant="phd"`` (canonical):
     ``|W/|W|_F - M~/|M~|_F|_F^2``; ``"self_duality"``: ETF error of ``W M~^T``;
     ``"principal_angles"``: the largest principal angle (radians) between the row spaces of
     ``W`` and ``M~`` (all angles: :func:`principal_angles`). weights: (C, d)."""
@@ -217,7 +217,7 @@ def principal_angles(
 
 
 def nc4(features: Any, labels: Any, weights: Any, bias: Any | None = None, *, num_classes: int | None = None) -> float:
-    """NC4 (PHD 2020; spec "NC4"): fraction of samples where ``argmax_c (W h + b)_c`` differs from
+    """NC4 (PHD 2020; docs/theory/neural-collapse.md): fraction of samples where ``argmax_c (W h + b)_c`` differs from
     the nearest class mean ``argmin_c |h - mu_c|``. The bias is included when given."""
     return collapse_report(features, labels, weights, bias, num_classes=num_classes).nc4
 

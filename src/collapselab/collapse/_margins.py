@@ -1,5 +1,5 @@
-"""Square-loss margin statistics of a network's outputs (Rangamani et al., CBMM Memo 117,
-seed 002; spec neural_collapse.md, "Square-loss quantities").
+"""Square-loss margin statistics of a network's outputs (Rangamani et al., CBMM Memo 117;
+docs/theory/square-loss.md).
 
 The definitions live in :mod:`collapselab.toy.normalisation` (``rho``, ``margins``,
 ``margin_stats``), next to the square-loss theory that uses them; this is their one-call

@@ -9,8 +9,8 @@ With reference class means ``m_c`` (a previous pass) the shift of the accumulato
 differences of nearby quantities that lose nothing to a large common offset. They give the
 nearest-class-centre rule and NC4 (Papyan, Han & Donoho 2020, Sec. 3, NC4) and the ULPM
 within-class variation ``Avg|h - m_y| / Avg|h - m_G|`` (Ji et al. 2022, eq. (2)); with a
-classifier ``z = W h + b``, accuracy and the margins ``z_y - max_{c != y} z_c`` (Rangamani et al.
-2023) and ULPM's ``q_min`` without bias (Ji et al. 2022, Def. 3.1); docs/theory/neural-collapse.md.
+classifier ``z = W h + b``, accuracy and the margins ``z_y - max_{c != y} z_c`` (Rangamani et al.,
+CBMM Memo 117) and ULPM's ``q_min`` without bias (Ji et al. 2022, Def. 3.1); docs/theory/neural-collapse.md.
 
 The table ``|m_c - m_y|^2`` is ``C x C``; above ``_TABLE_CLASSES`` classes (8 MiB at 1024) its
 rows for a batch are computed on the fly, one extra ``B x d x C`` product per batch instead of
