@@ -41,7 +41,7 @@ QUICK = {"samples": 20_000, "dim": 64, "classes": 10, "public_rows": 4096,
          "many_samples": 20_000, "many_dim": 32, "many_classes": 400, "slice_rows": 1024, "tile_rows": 100}
 # the fields compared between one process and two (those the report computes without a classifier)
 COMPARED = ("nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm_means", "nc2_equiangular_means", "nc2_etf_error_means",
-            "ncc_accuracy", "ulpm_within_class_variation")
+            "ncc_accuracy")
 
 
 def peak_rss_gib() -> float:
