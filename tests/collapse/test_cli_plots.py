@@ -100,3 +100,37 @@ def test_plots(arrays):
     assert len(fig3.axes[0].collections) == 1
     with pytest.raises(ValueError, match="3 epochs but 2 reports"):
         plot_metrics([1, 2, 3], reps[:2])
+
+
+def test_npy_features_are_streamed_to_the_same_report(app, arrays, tmp_path):
+    # same float64 arithmetic on the same upcast float32 values, other block boundaries:
+    # N eps kappa with N = 60 (see tests/collapse/test_sources.py)
+    np.savez(tmp_path / "f.npz", **arrays)
+    for k in ("features", "labels", "weights", "bias"):
+        np.save(tmp_path / f"{k}.npy", arrays[k])
+    whole = json.loads(CliRunner().invoke(app, [str(tmp_path / "f.npz"), "--json"]).stdout)
+    args = [str(tmp_path / "features.npy"), "--labels", str(tmp_path / "labels.npy"), "--weights", str(tmp_path / "weights.npy"),
+            "--bias", str(tmp_path / "bias.npy"), "--batch-size", "7", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert list(out) == list(REPORT_KEYS)
+    for k in REPORT_KEYS:
+        assert out[k] == pytest.approx(whole[k], rel=1e-12, abs=1e-15), k
+
+
+def test_npy_features_need_labels_in_the_contract(arrays, tmp_path):
+    from collapselab.core.errors import LabelError, ParameterError
+
+    np.save(tmp_path / "h.npy", arrays["features"])
+    with pytest.raises(ParameterError, match="give the labels with --labels"):
+        metrics(tmp_path / "h.npy")
+    np.save(tmp_path / "y.npy", arrays["labels"] + 1)  # values 1..3: class 0 empty
+    with pytest.raises(EmptyClassError, match="class 0 has no samples"):
+        metrics(tmp_path / "h.npy", labels=tmp_path / "y.npy")
+    np.save(tmp_path / "w.npy", arrays["weights"][:2])
+    np.save(tmp_path / "y.npy", arrays["labels"])
+    with pytest.raises(LabelError, match=r"labels must be integers in \[0, 2\)"):
+        metrics(tmp_path / "h.npy", labels=tmp_path / "y.npy", weights=tmp_path / "w.npy")
+    with pytest.raises(ParameterError, match="go with a .npy of features"):
+        metrics(tmp_path / "f.npz", labels=tmp_path / "y.npy")

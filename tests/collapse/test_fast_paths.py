@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from collapselab.collapse import CollapseStatistics, collapse_report
-from collapselab.collapse._streaming import _GRAM_BLOCK, _add_upper_gram, _first_index, _symmetric_gram
+from collapselab.collapse._accumulate import _GRAM_BLOCK, add_upper_gram, first_index, symmetric_gram
 
 pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
 
@@ -26,8 +26,8 @@ def test_block_triangular_gram_equals_the_full_product(d):
     x = rng.standard_normal((300, d)) + 10.0
     gram = torch.zeros(d, d, dtype=torch.float64)
     for part in np.array_split(x, 3):  # accumulated over batches, as update() does
-        _add_upper_gram(gram, torch.from_numpy(part))
-    full = _symmetric_gram(gram)
+        add_upper_gram(gram, torch.from_numpy(part))
+    full = symmetric_gram(gram)
     assert torch.equal(full, full.T)
     # x > 0, so x^T x has no cancellation: two summation orders of n = 300 products differ by at
     # most 2 n eps relative (Higham 3.1), whatever the BLAS kernel
@@ -40,8 +40,8 @@ def test_first_index_is_the_first_argmin_and_argmax_under_ties(C):
     rng = np.random.default_rng(C)
     z = rng.integers(0, 3, (C, 500)).astype(np.float64)  # three values: most columns tie
     t = torch.from_numpy(z)
-    np.testing.assert_array_equal(_first_index(t, t.amin(0)).numpy(), np.argmin(z, axis=0))
-    np.testing.assert_array_equal(_first_index(t, t.amax(0)).numpy(), np.argmax(z, axis=0))
+    np.testing.assert_array_equal(first_index(t, t.amin(0)).numpy(), np.argmin(z, axis=0))
+    np.testing.assert_array_equal(first_index(t, t.amax(0)).numpy(), np.argmax(z, axis=0))
 
 
 def tied_problem():

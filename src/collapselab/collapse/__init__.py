@@ -1,4 +1,5 @@
-"""Neural-collapse measurement (spec/neural_collapse.md): exact, streaming, distributed.
+"""Neural-collapse measurement: exact, streaming, distributed (Papyan, Han & Donoho 2020, PHD;
+Galanti et al. 2022; Ji et al. 2022; docs/theory/neural-collapse.md).
 
 The vocabulary: the metric functions on in-memory ``(features, labels)``, the streaming
 accumulator :class:`CollapseStatistics` (update / merge / all_reduce / report), the report
@@ -10,6 +11,12 @@ Example::
     from collapselab.collapse import measure
     report = measure(model, loader, num_classes=10)   # the input of the last nn.Linear
     print(report.nc1, report.nc4, report.as_dict())
+
+Features larger than memory (a ``.npy`` file, read in blocks; two exact passes)::
+
+    from collapselab.collapse import stream_report
+    from collapselab.experiments import progress
+    report = stream_report("features.npy", "labels.npy", progress=progress)
 """
 
 from ._cache import FeatureCache
@@ -17,8 +24,10 @@ from ._functions import NC2, cdnv, class_moments, collapse_report, mse_decomposi
 from ._labels import map_labels
 from ._margins import MarginStats, margin_statistics, margin_stats, margins
 from ._metrics import MSEDecomposition
+from ._moments import ClassMoments, SampleSums
 from ._report import REPORT_KEYS, CollapseReport
-from ._streaming import ClassMoments, CollapseStatistics, SampleSums
+from ._sources import stream_report
+from ._streaming import CollapseStatistics
 from ._tracker import CollapseTracker, last_linear, measure
 
 __all__ = [
@@ -47,4 +56,5 @@ __all__ = [
     "nc3",
     "nc4",
     "principal_angles",
+    "stream_report",
 ]

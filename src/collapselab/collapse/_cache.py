@@ -1,6 +1,6 @@
 """The first pass's features, kept within a byte budget so that a measurement runs the model once.
 
-Exact two-pass measurement (spec/neural_collapse.md "How to compute") needs the class means
+Exact two-pass measurement (docs/theory/neural-collapse.md) needs the class means
 before the second pass. Keeping the first pass's features lets the second pass replay them
 instead of running the model again, and a replayed pass needs ``Sigma_W`` only on the span
 of the class means (``CollapseStatistics(covariance="span")``: the same report, exactly, for

@@ -22,8 +22,10 @@ from ..core.errors import NonFiniteError, ShapeError
 from ..core.validation import Interval, OneOf, check_finite, check_matrix, check_param
 from . import _metrics as m
 from ._labels import check_features, map_labels
+from ._moments import ClassMoments
 from ._report import CollapseReport
-from ._streaming import ClassMoments, CollapseStatistics, check_all_classes
+from ._sources import batch_rows, resolve_classes, stream_statistics
+from ._streaming import CollapseStatistics
 
 __all__ = [
     "NC2",
@@ -38,34 +40,12 @@ __all__ = [
     "mse_decomposition",
 ]
 
-# rows per update: the float64 copies (8 MiB at d = 512) and the (C, B) work matrices stay in
-# cache while the GEMMs stay efficient (measured, C = 100, d = 512, one thread: 2048 rows take
-# about 0.8 s where 8192 take 0.9 s)
-_CHUNK = 2048
-
-
 class NC2(NamedTuple):
     """NC2 of one set of vectors (centred class means or classifier rows)."""
 
     equinorm: float
     equiangular: float
     etf_error: float
-
-
-def _classes_for(labels: Any, num_classes: int | None, weight_rows: int | None, where: str) -> tuple[int, torch.Tensor | None]:
-    """``(C, classes)``: ``classes`` is None when labels already index ``[0, C)``."""
-    if num_classes is not None:
-        check_param("num_classes", num_classes, Interval(int, 1), where)
-        return int(num_classes), None
-    mapped, classes = map_labels(labels, where)
-    if weight_rows is not None and int(classes.numel()) != weight_rows:
-        if int(classes[0]) >= 0 and int(classes[-1]) < weight_rows:
-            return weight_rows, None  # labels index the classifier's rows: the empty class is reported
-        raise ShapeError(
-            f"{where}: labels contain {classes.numel()} distinct classes but weights has {weight_rows} rows; "
-            "pass a classifier with one row per class"
-        )
-    return int(classes.numel()), classes
 
 
 def _passes(
@@ -83,29 +63,25 @@ def _passes(
     per-sample rules unless ``per_sample=False``). ``covariance="span"`` (default) holds
     ``Sigma_W`` on the span of the class means, all that the report needs; ``True`` all of it."""
     h = check_features(features, where, finite=False)  # checked per chunk by update()
-    rows = None
-    if weights is not None:
-        w_shape = tuple(weights.shape) if hasattr(weights, "shape") else tuple(torch.as_tensor(weights).shape)
-        rows = w_shape[0] if len(w_shape) == 2 else None
-    C, classes = _classes_for(labels, num_classes, rows, where)
+    if num_classes is not None:
+        check_param("num_classes", num_classes, Interval(int, 1), where)
+        C, classes = int(num_classes), None
+    else:
+        C, classes = resolve_classes(map_labels(labels, where)[1], weights, where)
     lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
     if lab.ndim != 1:
         raise ShapeError(f"{where}: labels must be 1-D of length N, got shape {tuple(lab.shape)}")
     if lab.shape[0] != h.shape[0]:
         raise ShapeError(f"{where}: labels has length {lab.shape[0]} but features has {h.shape[0]} rows; pass one label per sample")
-
-    def feed(stats: CollapseStatistics) -> CollapseStatistics:
-        try:
-            for start in range(0, h.shape[0], _CHUNK):
-                stats.update(h[start : start + _CHUNK], lab[start : start + _CHUNK])
-        except NonFiniteError:
-            check_finite(h, "features", where)  # name the entry by its index in the whole array
-            raise
-        return stats
-
-    first = feed(CollapseStatistics(C, classes=classes, covariance=False, device=h.device))
-    check_all_classes(first.counts, first.classes, where)
-    return feed(CollapseStatistics(C, classes=classes, means=first.means(), weights=weights, bias=bias, per_sample=per_sample, covariance=covariance))
+    B = batch_rows(C)
+    try:
+        return stream_statistics(
+            lambda: ((h[a : a + B], lab[a : a + B]) for a in range(0, h.shape[0], B)), C, classes=classes,
+            weights=weights, bias=bias, per_sample=per_sample, covariance=covariance, device=h.device, where=where,
+        )
+    except NonFiniteError:
+        check_finite(h, "features", where)  # name the entry by its index in the whole array
+        raise
 
 
 def class_moments(features: Any, labels: Any, *, num_classes: int | None = None) -> ClassMoments:
@@ -154,7 +130,7 @@ def nc1(
     global_mean: str = "unweighted",
     rtol: float | None = None,
 ) -> float:
-    """NC1 (PHD 2020; spec "NC1").
+    """NC1 (PHD 2020; docs/theory/neural-collapse.md).
 
     ``variant="span"`` (canonical): ``Tr(Sigma_W Sigma_B^+)/C`` computed in the span of ``M~``
     (:func:`~collapselab.collapse._metrics.nc1_span`; the rank is in :func:`collapse_report`);
@@ -195,7 +171,7 @@ def nc2(
     global_mean: str = "unweighted",
     center_weights: bool = False,
 ) -> NC2:
-    """NC2 (PHD 2020; spec "NC2"): equinorm (std/mean of norms, Bessel std), equiangularity
+    """NC2 (PHD 2020; docs/theory/neural-collapse.md): equinorm (std/mean of norms, Bessel std), equiangularity
     (``mean_{c != c'} |cos + 1/(C-1)|``) and ETF error of the Gram, for the centred class means
     (``of="means"``) or the classifier rows (``of="weights"``; not centred unless
     ``center_weights``)."""
@@ -221,7 +197,7 @@ def nc3(
     global_mean: str = "unweighted",
     rtol: float | None = None,
 ) -> float:
-    """NC3, self-duality (spec "NC3"). ``variant="phd"`` (canonical):
+    """NC3, self-duality (PHD 2020; docs/theory/neural-collapse.md). ``variant="phd"`` (canonical):
     ``|W/|W|_F - M~/|M~|_F|_F^2``; ``"self_duality"``: ETF error of ``W M~^T``;
     ``"principal_angles"``: the largest principal angle (radians) between the row spaces of
     ``W`` and ``M~`` (all angles: :func:`principal_angles`). weights: (C, d)."""
@@ -244,7 +220,7 @@ def principal_angles(
 
 
 def nc4(features: Any, labels: Any, weights: Any, bias: Any | None = None, *, num_classes: int | None = None) -> float:
-    """NC4 (PHD 2020; spec "NC4"): fraction of samples where ``argmax_c (W h + b)_c`` differs from
+    """NC4 (PHD 2020; docs/theory/neural-collapse.md): fraction of samples where ``argmax_c (W h + b)_c`` differs from
     the nearest class mean ``argmin_c |h - mu_c|``. The bias is included when given."""
     return collapse_report(features, labels, weights, bias, num_classes=num_classes).nc4
 

@@ -1,6 +1,7 @@
-"""Neural-collapse formulas on class-level statistics (spec/neural_collapse.md, "Canonical
-metrics" and "ULPM quantities"). Pure functions of tensors: no data passes, no checks
-(the public functions in ``_functions.py`` and the streaming accumulator validate).
+"""Neural-collapse formulas on class-level statistics (Papyan, Han & Donoho 2020 = PHD, NC1-NC4;
+Galanti et al. 2022, CDNV; Ji et al. 2022, ULPM quantities; docs/theory/neural-collapse.md).
+Pure functions of tensors: no data passes, no checks (the public functions in
+``_functions.py`` and the streaming accumulator validate).
 
 Notation: ``C`` classes, features in ``R^d``; ``Mc`` (C, d) centred class means
 ``mu_c - mu_G``; ``W`` (C, d) classifier rows ``w_c``; ``mom`` the class moments.
@@ -13,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._streaming import ClassMoments
+from ._moments import ClassMoments
 
 __all__ = [
     "default_rtol",
@@ -69,7 +70,7 @@ def row_basis(X: torch.Tensor, rtol: float, *, null: torch.Tensor | None = None)
 
 
 def nc1_span(mom: ClassMoments, s: torch.Tensor, v: torch.Tensor) -> float:
-    """``NC1 = Tr(Sigma_W Sigma_B^+) / C`` in the span of ``M~`` (spec, "NC1"; PHD 2020, Fig. 6).
+    """``NC1 = Tr(Sigma_W Sigma_B^+) / C`` in the span of ``M~`` (PHD 2020, Fig. 6; docs/theory/neural-collapse.md).
 
     With ``M~ = U S V^T`` cut at rank ``r`` (:func:`row_basis`), ``Sigma_B = M~^T M~ / C`` gives
     ``Sigma_B^+ = C V S^-2 V^T`` and ``NC1 = sum_k v_k^T Sigma_W v_k / s_k^2``: ``r x r``
@@ -83,8 +84,8 @@ def nc1_span(mom: ClassMoments, s: torch.Tensor, v: torch.Tensor) -> float:
 
 
 def nc1_trace_ratio(mom: ClassMoments, centred: torch.Tensor) -> float:
-    """``Tr Sigma_W / Tr Sigma_B`` with ``Tr Sigma_B = |M~|_F^2 / C`` (the spec's
-    ``nc1_variant="trace_ratio"``)."""
+    """``Tr Sigma_W / Tr Sigma_B`` with ``Tr Sigma_B = |M~|_F^2 / C`` (``nc1_variant="trace_ratio"``;
+    docs/theory/neural-collapse.md)."""
     tb = (centred * centred).sum() / centred.shape[0]
     return float(mom.within_trace() / tb) if float(tb) > 0 else math.inf
 
@@ -127,19 +128,19 @@ def equiangularity(rows: torch.Tensor) -> float:
 
 def etf_error(gram: torch.Tensor) -> float:
     """``|| G/|G|_F - (I - 11^T/C)/sqrt(C-1) ||_F`` for a (C, C) Gram-type matrix ``G``; the
-    target is the simplex-ETF Gram of unit Frobenius norm (spec, "NC2")."""
+    target is the simplex-ETF Gram of unit Frobenius norm (docs/theory/neural-collapse.md)."""
     C = gram.shape[0]
     target = (torch.eye(C, dtype=gram.dtype, device=gram.device) - 1.0 / C) / math.sqrt(C - 1)
     return float((gram / gram.norm() - target).norm())
 
 
 def nc3_distance(W: torch.Tensor, centred: torch.Tensor) -> float:
-    """``NC3 = || W/|W|_F - M~/|M~|_F ||_F^2`` (PHD 2020, squared; spec "NC3")."""
+    """``NC3 = || W/|W|_F - M~/|M~|_F ||_F^2`` (PHD 2020, squared)."""
     return float((W / W.norm() - centred / centred.norm()).pow(2).sum())
 
 
 def self_duality_error(W: torch.Tensor, centred: torch.Tensor) -> float:
-    """ETF error of ``G = W M~^T`` (the spec's NC3 option ``self-duality``): zero iff the
+    """ETF error of ``G = W M~^T`` (the NC3 option ``self-duality`` of docs/theory/neural-collapse.md): zero iff the
     classifier and the centred means are dual simplex ETFs."""
     return etf_error(W @ centred.T)
 
@@ -164,7 +165,7 @@ def bias_collapse_norm(W: torch.Tensor, bias: torch.Tensor | None, global_mean: 
 
 
 def ulpm_self_duality(W: torch.Tensor, centred: torch.Tensor) -> float:
-    """ULPM quantity (4): ``Avg_c | (mu_c - mu_G)/|mu_c - mu_G| - w_c/|w_c| |`` (seed 004, Sec. 4)."""
+    """ULPM quantity (4): ``Avg_c | (mu_c - mu_G)/|mu_c - mu_G| - w_c/|w_c| |`` (Ji et al. 2022, Sec. 4)."""
     a = centred / centred.norm(dim=1, keepdim=True)
     b = W / W.norm(dim=1, keepdim=True)
     return float((a - b).norm(dim=1).mean())
@@ -172,7 +173,7 @@ def ulpm_self_duality(W: torch.Tensor, centred: torch.Tensor) -> float:
 
 def nc_margin_bound(W: torch.Tensor, feature_norm_sq: torch.Tensor, num_classes: int, num_samples: int) -> float:
     """Upper bound on the NC margin ``q_min``: ``(|W|_F^2 + |H|_F^2) / (2 (K-1) sqrt(n))``
-    (seed 004, Lemma 3.1; equality iff neural collapse with ``|w_c|^2 = n |h|^2``). The lemma
+    (Ji et al. 2022, Lemma 3.1; equality iff neural collapse with ``|w_c|^2 = n |h|^2``). The lemma
     assumes ``n`` samples per class; here ``n = N / K`` (exact for balanced data)."""
     n = num_samples / num_classes
     return float(((W * W).sum() + feature_norm_sq) / (2.0 * (num_classes - 1) * math.sqrt(n)))
@@ -194,7 +195,7 @@ def mse_decomposition_terms(
     on balanced data).
 
     Loss ``L(W, b) = (1/2N) sum_i |W h_i + b - y_{c_i}|^2 + (lam/2)(|W|_F^2 + |b|^2)`` with
-    ``lam = weight_decay`` (torch's ``weight_decay`` on W and b; the spec's ``lambda =
+    ``lam = weight_decay`` (torch's ``weight_decay`` on W and b, so ``lambda =
     weight_decay/2`` is the coefficient of ``|W|_F^2``). With ``(W_LS, b_LS)`` the ridge
     least-squares classifier of the features:
 

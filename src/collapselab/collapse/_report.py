@@ -11,7 +11,7 @@ import torch
 from ..core.errors import LabelError
 from ..core.validation import Interval, OneOf, check_param
 from . import _metrics as m
-from ._streaming import ClassMoments, SampleSums
+from ._moments import ClassMoments, SampleSums
 
 __all__ = ["CollapseReport", "build_report", "REPORT_KEYS"]
 
@@ -55,7 +55,7 @@ def _finite_or_none(x: Any) -> Any:
 
 @dataclass(frozen=True)
 class CollapseReport:
-    """Every metric of one layer (spec/neural_collapse.md). ``None`` = not computable from
+    """Every metric of one layer (Papyan, Han & Donoho 2020; docs/theory/neural-collapse.md). ``None`` = not computable from
     what the measurement had (no classifier, or no reference means for per-sample rules).
 
     Class-level (need only features and labels):
