@@ -133,7 +133,7 @@ def nc1(
     """NC1 (PHD 2020; docs/theory/neural-collapse.md).
 
     ``variant="span"`` (canonical): ``Tr(Sigma_W Sigma_B^+)/C`` computed in the span of ``M~``
-    (:func:`~collapselab.collapse._metrics.nc1_span`; the rank is in :func:`collapse_report`);
+    (``_metrics.nc1_span``; the rank is in :func:`collapse_report`);
     ``"trace_ratio"``: ``Tr Sigma_W / Tr Sigma_B``. Zero iff within-class variability vanishes.
     """
     where = "nc1"
@@ -236,7 +236,7 @@ def mse_decomposition(
     num_classes: int | None = None,
 ) -> m.MSEDecomposition:
     """HPD 2022 decomposition of the regularised MSE loss into ``L_NC1 + L_NC2/3 + L_perp``
-    (:func:`~collapselab.collapse._metrics.mse_decomposition_terms` gives the formulas; the
+    (``_metrics.mse_decomposition_terms`` gives the formulas; the
     penalty is ``(weight_decay/2)(|W|_F^2 + |b|^2)``). targets: (C, C), row ``c`` the target
     of class ``c``, default the identity (one-hot)."""
     where = "mse_decomposition"

@@ -35,7 +35,7 @@ REPORT_KEYS = (
     "num_classes",
     "num_samples",
 )
-"""The keys of ``collapselab metrics --json`` (issue 3), in order."""
+"""The keys of ``collapselab metrics --json``, in order."""
 
 
 def _ratio(num: float, den: float) -> float:
@@ -62,12 +62,14 @@ class CollapseReport:
         nc1: ``Tr(Sigma_W Sigma_B^+)/C`` in the span of ``M~`` (rank ``rank``, cut ``rtol``);
         nc1_trace_ratio: ``Tr Sigma_W / Tr Sigma_B``; cdnv: pairwise CDNV;
         nc2_*_means: equinorm, equiangularity, ETF error of ``M~``.
+
     With a classifier ``W`` (C, d), ``b`` (C,):
         nc2_*_weights: the same for the rows of ``W`` (not centred unless
         ``weights_centred``); nc3: ``|W/|W| - M~/|M~||_F^2``; nc3_self_duality_error: ETF
         error of ``W M~^T``; nc3_max_principal_angle: largest principal angle (radians)
         between the row spaces of ``W`` and ``M~``; bias_collapse: ``|W mu_G + b|``;
         ulpm_self_duality: ULPM quantity (4); nc_margin_bound: Lemma 3.1's bound.
+
     Per-sample (need a pass with reference means and/or the classifier):
         accuracy, ncc_accuracy (nearest class centre), nc4 (fraction where the two rules
         disagree, bias included), ulpm_within_class_variation (ULPM (2),
@@ -75,6 +77,7 @@ class CollapseReport:
         max_{c != y_i} z_c)`` of the classifier as given, ``z = W h + b``: the bias is included
         when one is passed, so ``nc_margin == margin_min``), margins of the logits
         ``z_y - max_{c != y} z_c``: mean, second moment, (population) std, min.
+
     Ji et al. (ULPM), Def. of ``q_min`` and Lemma 3.1 have no bias; Lemma 3.1's bound still holds
     with one on balanced classes, because the bias terms ``b_c - b_j`` average to zero over the
     ordered class pairs in the lemma's proof (docs/theory/ulpm.md).
