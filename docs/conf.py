@@ -63,9 +63,10 @@ nitpicky = True
 # Types named in signatures that live outside our documented API (torch, numpy, the standard
 # library); there is no intersphinx (the build is offline), so they stay unlinked.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|nn|numpy|np|scipy|pydantic|typer|click|tqdm|collections\.abc|typing|pathlib|enum|abc|os|io|logging|contextlib|dataclasses)\..*"),
+    (r"py:.*", r"(torch|nn|numpy|np|scipy|pydantic|typer|click|tqdm|collections\.abc|typing|types|pathlib|enum|abc|os|io|logging|contextlib|dataclasses|lightning|transformers)\..*"),
     (r"py:class", r"(Path|Module|callable|Progress|T)"),
     (r"py:class", r"collapselab\.[\w.]*\._?\w+\.T"),  # type variables
+    (r"py:class", r"collapselab\.collapse\._sources\.Progress"),  # a private alias of Callable[[int], None]
 ]
 
 os.environ.setdefault("COLLAPSELAB_DOCS_BUILD", "1")

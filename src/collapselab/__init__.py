@@ -11,8 +11,8 @@ The main entry points are importable from here; each is imported on first use (s
 - explicit minimizers: :func:`construct_clustered`, :func:`construct_sequential`,
   :func:`construct_shallow`, :func:`admissible_mu`, :func:`load_network`;
 - neural collapse: :func:`collapse_report`, :class:`CollapseStatistics`, :class:`CollapseTracker`,
-  :func:`measure`;
-- the adapted flow (Chen & Munoz Ewald 2024): :func:`fit`, :class:`AdaptedFlow`;
+  :func:`~collapselab.collapse.measure`;
+- the adapted flow (Chen & Munoz Ewald 2024): :func:`~collapselab.flows.fit`, :class:`AdaptedFlow`;
 - the effective truncation dynamics (Chen 2025): :func:`make_state`, :class:`SeparatedFlow`
   (integrated by :func:`collapselab.effective.integrate`), :func:`exact_bias_coordinate`;
 - training: :class:`Trainer`, :class:`TrainConfig`;

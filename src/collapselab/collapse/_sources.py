@@ -242,7 +242,7 @@ def stream_report(
     :class:`CollapseStatistics`; for arrays, by default the sorted distinct label values are
     the classes (as :func:`collapse_report`), found in one extra pass over the labels only.
     rows: ``(start, stop)``, this process's share of an array's rows (with ``all_reduce``).
-    batch_size: rows per block (default :func:`batch_rows`). device: where the float64
+    batch_size: rows per block (default ``batch_rows(num_classes)``: ``min(2048, 2^22 / C)`` rows). device: where the float64
     accumulators live (default: the batches'). progress: a progress bar
     (``collapselab.experiments.progress``; None for none). all_reduce, group: sum both passes
     over a ``torch.distributed`` process group; then every process must give ``num_classes``

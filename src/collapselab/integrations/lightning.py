@@ -37,7 +37,7 @@ with ``sync_dist=True`` on several processes: the mean of values that are alread
 every rank, which is exact), hence
 to every logger of the trainer (TensorBoard, CSV, MLflow, W&B) and to
 ``trainer.callback_metrics`` (usable by ``ModelCheckpoint(monitor=...)``), and into
-:attr:`history`, which Lightning's checkpoints save (:meth:`state_dict`) and restore on resume.
+``history``, which Lightning's checkpoints save (``state_dict``) and restore on resume.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ tr.detail td{border-top:none;color:#555;font-size:12.5px;background:#fafafa} tr.
 figure{margin:1.2em 0;border:1px solid #e3e3e3;padding:8px;background:#fff} figure img{display:block;max-width:100%;height:auto;margin:0 auto}
 figure img.svg{width:100%} figcaption{font-size:13.5px;color:#333;margin-top:6px} .question{font-size:1.1em;font-style:italic}
 code{font-size:12.5px;overflow-wrap:anywhere} details{margin:.5em 0 1em} summary{cursor:pointer;color:#444}
-table.prov th{width:12em} .meta{color:#444;font-size:14px} td.PASS,td.FAIL,td.ERROR,td.INCOMPLETE,td.NA,td>a{white-space:nowrap;overflow-wrap:normal}
+table.prov th{width:12em} .meta{color:#444;font-size:14px} td.PASS,td.FAIL,td.ERROR,td.INCOMPLETE,td.NA,td>a,th:last-child{white-space:nowrap;overflow-wrap:normal}
 """
 
 
