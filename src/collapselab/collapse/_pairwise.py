@@ -9,7 +9,7 @@ each tile's terms are summed, so memory is ``O(C d + tile C)`` whatever ``C`` (t
 is 7.6 GiB at ``C = 32,000``). The tile height comes from a memory budget
 (:data:`PAIRWISE_BUDGET`, 256 MiB): ``tile = floor(budget / (TEMPS * 8 C))`` rows, at least
 one, where ``TEMPS`` bounds the float64 ``tile x C`` temporaries live at once. For
-``C <= 2896`` the whole matrix fits in one tile, which is the untiled computation itself.
+``C <= 2590`` the whole matrix fits in one tile, which is the untiled computation itself.
 
 Error model. Each entry ``G_cc'`` is the same dot product of length ``d`` in every tiling (the
 GEMM kernel may order it differently: ``|dG| <= d eps |x_c||y_c'|``). The tile partial sums are
