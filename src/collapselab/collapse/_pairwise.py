@@ -7,14 +7,14 @@ matrix ``G = X Y^T`` (``X``, ``Y`` (C, d)). The ``C x C`` matrix is never formed
 ``[a, b)`` of it, ``G[a:b] = X[a:b] Y^T`` (``tile x C``), are computed one tile at a time and
 each tile's terms are summed, so memory is ``O(C d + tile C)`` whatever ``C`` (the full matrix
 is 7.6 GiB at ``C = 32,000``). The tile height comes from a memory budget
-(:data:`PAIRWISE_BUDGET`, 256 MiB): ``tile = floor(budget / (TEMPS * 8 C))`` rows, at least
+(``PAIRWISE_BUDGET``, 256 MiB): ``tile = floor(budget / (TEMPS * 8 C))`` rows, at least
 one, where ``TEMPS`` bounds the float64 ``tile x C`` temporaries live at once. For
 ``C <= 2590`` the whole matrix fits in one tile, which is the untiled computation itself.
 
 Error model. Each entry ``G_cc'`` is the same dot product of length ``d`` in every tiling (the
 GEMM kernel may order it differently: ``|dG| <= d eps |x_c||y_c'|``). The tile partial sums are
 torch reductions (``<= log2(n) eps`` relative for positive terms) and the partials are added
-exactly by :func:`math.fsum`, so the tiled sum of positive terms differs from the untiled one
+exactly by ``math.fsum``, so the tiled sum of positive terms differs from the untiled one
 by at most ``~(d + log2 C^2) eps`` relative, times the condition of the terms in ``G``
 (e.g. ``max (|mu_c|^2 + |mu_c'|^2) / |mu_c - mu_c'|^2`` for the CDNV distances); the
 tests check this bound at several seeds and sizes.
