@@ -184,7 +184,7 @@ def nc2(
         return NC2(rep.nc2_equinorm_weights, rep.nc2_equiangular_weights, rep.nc2_etf_error_weights)
     check_param("global_mean", global_mean, OneOf(["unweighted", "weighted"]), where)
     mc = _moments(features, labels, num_classes, where).centred_means(global_mean)
-    return NC2(m.equinorm(mc), m.equiangularity(mc), m.etf_error(mc @ mc.T))
+    return NC2(m.equinorm(mc), m.equiangularity(mc), m.etf_error(mc, mc))
 
 
 def nc3(

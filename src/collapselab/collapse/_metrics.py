@@ -1,6 +1,7 @@
 """Neural-collapse formulas on class-level statistics (Papyan, Han & Donoho 2020 = PHD, NC1-NC4;
 Galanti et al. 2022, CDNV; Ji et al. 2022, ULPM quantities; docs/theory/neural-collapse.md).
-Pure functions of tensors: no data passes, no checks (the public functions in
+The pairwise (C x C) metrics live in ``_pairwise.py`` (computed in row tiles) and are
+re-exported here. Pure functions of tensors: no data passes, no checks (the public functions in
 ``_functions.py`` and the streaming accumulator validate).
 
 Notation: ``C`` classes, features in ``R^d``; ``Mc`` (C, d) centred class means
@@ -15,6 +16,7 @@ from typing import NamedTuple
 import torch
 
 from ._moments import ClassMoments
+from ._pairwise import cdnv_pairs, equiangularity, etf_error, self_duality_error
 
 __all__ = [
     "default_rtol",
@@ -90,59 +92,15 @@ def nc1_trace_ratio(mom: ClassMoments, centred: torch.Tensor) -> float:
     return float(mom.within_trace() / tb) if float(tb) > 0 else math.inf
 
 
-def cdnv_pairs(mom: ClassMoments, *, ddof: int = 0, exponent: float = 2.0) -> float:
-    """Class-distance normalised variance (Galanti et al. 2022), averaged over unordered pairs:
-    ``mean_{c < c'} (var_c + var_c') / (2 |mu_c - mu_c'|^exponent)``.
-
-    ``var_c = (1/(N_c - ddof)) sum_{i in c} |h_i - mu_c|^2`` (canonical ``ddof=0``); distances
-    from the centred Gram ``M~ M~^T`` (translation-free). ``inf`` when two means coincide,
-    ``nan`` for ``C = 1``. Callers check ``N_c > ddof``.
-    """
-    n = mom.counts.to(mom.offsets.dtype)
-    var = mom.class_vars * n / (n - ddof)
-    mc = mom.centred_means()
-    g = mc @ mc.T
-    diag = torch.diagonal(g)
-    d2 = (diag.unsqueeze(0) + diag.unsqueeze(1) - 2.0 * g).clamp(min=0.0)
-    iu = torch.triu_indices(mom.num_classes, mom.num_classes, 1, device=g.device)
-    dist = d2[iu[0], iu[1]] ** (exponent / 2.0)
-    ratio = (var[iu[0]] + var[iu[1]]) / (2.0 * dist)
-    return float(ratio.mean()) if ratio.numel() else math.nan
-
-
 def equinorm(rows: torch.Tensor) -> float:
     """NC2 equinorm: ``std/mean`` of the row norms, std with Bessel correction (torch.std)."""
     norms = rows.norm(dim=1)
     return float(norms.std() / norms.mean())
 
 
-def equiangularity(rows: torch.Tensor) -> float:
-    """NC2 equiangularity: ``mean_{c != c'} |cos(r_c, r_c') + 1/(C-1)|`` (PHD 2020, Fig. 4;
-    ULPM quantity (3))."""
-    C = rows.shape[0]
-    u = rows / rows.norm(dim=1, keepdim=True)
-    cos = u @ u.T
-    off = ~torch.eye(C, dtype=torch.bool, device=rows.device)
-    return float((cos[off] + 1.0 / (C - 1)).abs().mean())
-
-
-def etf_error(gram: torch.Tensor) -> float:
-    """``|| G/|G|_F - (I - 11^T/C)/sqrt(C-1) ||_F`` for a (C, C) Gram-type matrix ``G``; the
-    target is the simplex-ETF Gram of unit Frobenius norm (docs/theory/neural-collapse.md)."""
-    C = gram.shape[0]
-    target = (torch.eye(C, dtype=gram.dtype, device=gram.device) - 1.0 / C) / math.sqrt(C - 1)
-    return float((gram / gram.norm() - target).norm())
-
-
 def nc3_distance(W: torch.Tensor, centred: torch.Tensor) -> float:
     """``NC3 = || W/|W|_F - M~/|M~|_F ||_F^2`` (PHD 2020, squared)."""
     return float((W / W.norm() - centred / centred.norm()).pow(2).sum())
-
-
-def self_duality_error(W: torch.Tensor, centred: torch.Tensor) -> float:
-    """ETF error of ``G = W M~^T`` (the NC3 option ``self-duality`` of docs/theory/neural-collapse.md): zero iff the
-    classifier and the centred means are dual simplex ETFs."""
-    return etf_error(W @ centred.T)
 
 
 def row_space_angles(qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:

@@ -182,7 +182,7 @@ def build_report(
         cdnv=m.cdnv_pairs(mom),
         nc2_equinorm_means=m.equinorm(mc),
         nc2_equiangular_means=m.equiangularity(mc),
-        nc2_etf_error_means=m.etf_error(mc @ mc.T),
+        nc2_etf_error_means=m.etf_error(mc, mc),
         means=mom.means,
     )
     if weights is not None:
@@ -192,7 +192,7 @@ def build_report(
         vals.update(
             nc2_equinorm_weights=m.equinorm(Wr),
             nc2_equiangular_weights=m.equiangularity(Wr),
-            nc2_etf_error_weights=m.etf_error(Wr @ Wr.T),
+            nc2_etf_error_weights=m.etf_error(Wr, Wr),
             nc3=m.nc3_distance(W, mc),
             nc3_self_duality_error=m.self_duality_error(W, mc),
             nc3_max_principal_angle=_largest(m.row_space_angles(m.row_basis(W, tol)[1], v_m)),

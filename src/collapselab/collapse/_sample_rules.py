@@ -1,20 +1,26 @@
 """Per-sample rules of one pass: nearest class centre, classifier decisions, NC4, margins.
 
 With reference class means ``m_c`` (a previous pass) the shift of the accumulators is
-``m``, so a batch arrives as ``xs_i = h_i - m_{y_i}`` and, with ``P = (m - m_G) xs^T`` (C, B),
+``m``, so a batch arrives as ``xs_i = h_i - m_{y_i}``. With ``h~_i = h_i - m_G = xs_i +
+(m_{y_i} - m_G)`` and ``P = (m - m_G) h~^T`` (C, B), one product per batch,
 
-    |h_i - m_c|^2 = |xs_i|^2 + 2 (P_{y_i} - P_c) + |m_{y_i} - m_c|^2,
-    |h_i - m_G|^2 = |xs_i|^2 + 2 P_{y_i} + |m_{y_i} - m_G|^2,
+    |h_i - m_c|^2 = |h~_i|^2 - 2 P_c + |m_c - m_G|^2,
+    |h_i - m_G|^2 = |h~_i|^2 = |xs_i|^2 + 2 P_{y_i} - |m_{y_i} - m_G|^2,
 
-differences of nearby quantities that lose nothing to a large common offset. They give the
+free of a large common offset (``m - m_G`` comes from offsets between means, ``xs`` from the
+shift). The nearest class centre drops ``|h~_i|^2``, the same for every ``c``. They give the
 nearest-class-centre rule and NC4 (Papyan, Han & Donoho 2020, Sec. 3, NC4) and the ULPM
 within-class variation ``Avg|h - m_y| / Avg|h - m_G|`` (Ji et al. 2022, eq. (2)); with a
 classifier ``z = W h + b``, accuracy and the margins ``z_y - max_{c != y} z_c`` (Rangamani et al.,
 CBMM Memo 117) and ULPM's ``q_min`` without bias (Ji et al. 2022, Def. 3.1); docs/theory/neural-collapse.md.
 
-The table ``|m_c - m_y|^2`` is ``C x C``; above ``_TABLE_CLASSES`` classes (8 MiB at 1024) its
-rows for a batch are computed on the fly, one extra ``B x d x C`` product per batch instead of
-``C^2`` memory (the many-classes regime, e.g. a vocabulary of 32,000 classes).
+Rounding. Near collapse (``xs -> 0``) the decision compares ``|m_c - m_G|^2 - 2 P_c`` across
+``c``; each ``P_c`` is a length-``k`` dot product (``k`` the dimension of the means' span, or
+``d``) with error ``<= k eps |m_c - m_G| |h~_i|``, about ``k eps |m|^2``. The alternative
+``|xs_i|^2 + 2 (P'_{y_i} - P'_c) + |m_{y_i} - m_c|^2`` with ``P' = (m - m_G) xs^T`` needs a
+second ``B x d x C`` product per batch (or a ``C x C`` table) for
+``|m_c - m_y|^2 = |m_c|^2 + |m_y|^2 - 2 m_c.m_y``, whose error ``d eps |m_c| |m_y|`` is of the
+same size: one product resolves the decisions as well, at half the cost.
 """
 
 from __future__ import annotations
@@ -29,9 +35,6 @@ from ._accumulate import MARGIN_SQ, MARGIN_SUM, State, first_index, span_basis
 
 __all__ = ["ReferenceTables", "reference_tables", "accumulate_samples"]
 
-# Largest C whose C x C table of squared distances between reference means is kept.
-_TABLE_CLASSES = 1024
-
 Buffer = Callable[[str, tuple[int, int]], torch.Tensor]
 
 
@@ -41,41 +44,23 @@ class ReferenceTables:
 
     centred: ``m_c - m_G`` (C, d), from offsets to ``m_0`` (no cancellation of a common
     offset); basis: orthonormal basis ``U`` (d, k) of their span (``covariance="span"``) or
-    None; in_basis: ``(m - m_G) U`` (C, k) or None; sqnorm: ``|m_c - m_G|^2`` (C,);
-    dist2_t: ``|m_c - m_y|^2`` (C, C), row ``y`` (None above ``_TABLE_CLASSES`` classes)."""
+    None; in_basis: ``(m - m_G) U`` (C, k) or None; sqnorm: ``|m_c - m_G|^2`` (C,)."""
 
     centred: torch.Tensor
     basis: torch.Tensor | None
     in_basis: torch.Tensor | None
     sqnorm: torch.Tensor
-    dist2_t: torch.Tensor | None
-
-    def dist2_rows(self, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """``|m_c - m_{y_i}|^2`` as (B, C) for labels ``y`` (B,), written to ``out``."""
-        if self.dist2_t is not None:
-            return torch.index_select(self.dist2_t, 0, y, out=out)
-        my = self.centred.index_select(0, y)
-        torch.mm(my, self.centred.T, out=out).mul_(-2.0)
-        out.add_(self.sqnorm.unsqueeze(0)).add_(self.sqnorm.index_select(0, y).unsqueeze(1))
-        return out.clamp_(min=0.0)
 
 
-def reference_tables(means: torch.Tensor, *, span: bool, per_sample: bool) -> ReferenceTables:
-    """Tables for reference means (C, d) float64; ``span``: also the span basis; ``per_sample``:
-    also the distance tables (skipped when only the shift and the basis are needed)."""
+def reference_tables(means: torch.Tensor, *, span: bool) -> ReferenceTables:
+    """Tables for reference means (C, d) float64; ``span``: also the span basis."""
     offsets = means - means[0]
     centred = offsets - offsets.mean(0)  # m_c - m_G
     basis = span_basis(centred) if span else None
     # the centred means in that basis (C, k): their products with a batch come from the
     # batch's projection onto the span, one (k, B) GEMM for both (see accumulate_samples)
     in_basis = None if basis is None else centred @ basis
-    sqnorm = (centred * centred).sum(1)
-    dist2_t = None
-    if per_sample and centred.shape[0] <= _TABLE_CLASSES:
-        g = centred @ centred.T
-        sqnorm = torch.diagonal(g).clone()
-        dist2_t = (sqnorm.unsqueeze(0) + sqnorm.unsqueeze(1) - 2.0 * g).clamp(min=0.0).T.contiguous()
-    return ReferenceTables(centred, basis, in_basis, sqnorm, dist2_t)
+    return ReferenceTables(centred, basis, in_basis, (centred * centred).sum(1))
 
 
 def accumulate_samples(
@@ -99,23 +84,21 @@ def accumulate_samples(
     B, C = xs.shape[0], st.counts.numel()
     ncc = None
     if ref is not None:
-        # with the span basis U: m - m_G = ((m - m_G) U) U^T, so P = ((m - m_G) U) (U^T xs^T),
-        # a (C, k) x (k, B) product instead of (C, d) x (d, B); the directions the basis drops
-        # carry singular values below C d eps of the largest
+        # with the span basis U: m - m_G = ((m - m_G) U) U^T, so P = ((m - m_G) U) (U^T h~^T)
+        # with U^T h~^T = U^T xs^T + ((m - m_G) U)_y^T, a (C, k) x (k, B) product instead of
+        # (C, d) x (d, B); the directions the basis drops carry singular values below C d eps
+        # of the largest
         if proj is not None:
-            P = torch.mm(ref.in_basis, proj, out=buffer("P", (C, B)))
+            ht = torch.index_select(ref.in_basis, 0, y, out=buffer("ht", (B, ref.in_basis.shape[1]))).T.add_(proj)
         else:
-            P = torch.mm(ref.centred, xs.T, out=buffer("P", (C, B)))
-        Py = P.gather(0, y.unsqueeze(0)).squeeze(0)
-        # |m_c - m_{y_i}|^2 as (B, C) rows, then one transposing add (a column gather over
-        # the class axis is several times slower)
-        rows = ref.dist2_rows(y, buffer("rows", (B, C)))
-        dist2 = torch.add(rows.T, P, alpha=-2.0, out=buffer("dist2", (C, B)))
-        # + |xs|^2 + 2 P_y is the same for every c: the nearest centre is unchanged
+            ht = torch.index_select(ref.centred, 0, y, out=buffer("ht", (B, xs.shape[1]))).add_(xs).T
+        P = torch.mm(ref.in_basis if proj is not None else ref.centred, ht, out=buffer("P", (C, B)))
+        # |h_i - m_c|^2 - |h~_i|^2 (C, B)
+        dist2 = torch.add(ref.sqnorm.unsqueeze(1), P, alpha=-2.0, out=buffer("dist2", (C, B)))
         ncc = first_index(dist2, dist2.amin(0))
         s[0] += (ncc == y).sum()
         s[3] += rowsq.sqrt().sum()
-        g2 = rowsq + 2.0 * Py + ref.sqnorm.index_select(0, y)
+        g2 = rowsq + 2.0 * P.gather(0, y.unsqueeze(0)).squeeze(0) - ref.sqnorm.index_select(0, y)
         s[4] += g2.clamp(min=0.0).sqrt().sum()
     if logits is None:
         return

@@ -166,7 +166,7 @@ class CollapseStatistics:
         self._dim, self._device = dim, device
         if self._ref_means is not None:
             self._ref_means = self._ref_means.to(device)
-            self._ref = reference_tables(self._ref_means, span=self.covariance == "span", per_sample=self.tracks_samples)
+            self._ref = reference_tables(self._ref_means, span=self.covariance == "span")
         basis = None if self._ref is None else self._ref.basis
         k = dim if basis is None else int(basis.shape[1])
         self._state = State(
