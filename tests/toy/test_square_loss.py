@@ -110,7 +110,7 @@ def test_lemma2_equal_margins_against_minimisation():
     rho0, lam, N = 5.0, 0.03, 12
     loss = lambda r: N * (1 - r / rho0) ** 2 + lam * r * r  # noqa: E731
     best = _argmin(loss, 0.0, rho0)
-    case = lemma2_equal_margins(rho0, lam, N)
+    case = lemma2_equal_margins(rho0, lam, N, reduction="sum")
     assert case.rho == pytest.approx(best, rel=1e-12)
     assert case.loss == pytest.approx(loss(best), rel=1e-12)
     assert case.gap == pytest.approx(1 - best / rho0, rel=1e-10)
@@ -119,6 +119,30 @@ def test_lemma2_equal_margins_against_minimisation():
     mean_case = lemma2_equal_margins(rho0, lam / N, N, reduction="mean")
     assert mean_case.rho == pytest.approx(case.rho, rel=1e-14)
     assert mean_case.loss == pytest.approx(case.loss / N, rel=1e-14)
+
+
+def test_lemma2_reduction_is_required_and_agrees_with_toy_loss():
+    """One point, one loss: the Lemma 2 configurations evaluated by :func:`toy_loss` give the
+    closed forms' ``loss`` for each reduction, and neither ``lemma2_*`` function picks a reduction
+    silently (they defaulted to "sum" while ``toy_loss`` defaults to "mean": the same point gave
+    losses ``N`` apart)."""
+    import inspect
+
+    for f in (lemma2_equal_margins, lemma2_stuck_points):
+        p = inspect.signature(f).parameters["reduction"]
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty, f.__name__
+    with pytest.raises(TypeError, match="reduction"):
+        lemma2_equal_margins(5.0, 0.03, 8)
+    rho0, lam, N = 5.0, 0.03, 8
+    for reduction in ("mean", "sum"):
+        for stuck in (1, 3, N):
+            case = lemma2_stuck_points(rho0, lam, N, stuck, reduction=reduction)
+            if stuck == N:
+                assert case == lemma2_equal_margins(rho0, lam, N, reduction=reduction)
+            # stuck margins at 1/rho_0, the others interpolate (margin 1/rho): Lemma 2's configuration
+            margins = torch.tensor([1 / rho0] * stuck + [1 / case.rho] * (N - stuck), dtype=torch.float64)
+            # float64 sums of N = 8 terms of size <= 1: a few ulps
+            assert float(toy_loss(case.rho, margins, lam, reduction=reduction)) == pytest.approx(case.loss, rel=1e-13), (reduction, stuck)
 
 
 @pytest.mark.parametrize("stuck", [1, 3])
@@ -130,13 +154,13 @@ def test_lemma2_stuck_points_against_joint_minimisation(stuck):
         return np.r_[math.sqrt(stuck) * (1 - r / rho0), 1 - r * free, math.sqrt(lam) * r]
 
     res = least_squares(residuals, np.r_[rho0, np.full(N - stuck, 0.3)], method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15)
-    case = lemma2_stuck_points(rho0, lam, N, stuck)
+    case = lemma2_stuck_points(rho0, lam, N, stuck, reduction="sum")
     assert case.rho == pytest.approx(res.x[0], rel=1e-8)
     assert case.loss == pytest.approx(float((res.fun**2).sum()), rel=1e-10)
     assert case.margin_difference == pytest.approx(float(np.mean(res.x[1:])) - 1 / rho0, rel=1e-7)
-    assert case.loss < lemma2_equal_margins(rho0, lam, N).loss
+    assert case.loss < lemma2_equal_margins(rho0, lam, N, reduction="sum").loss
     with pytest.raises(ParameterError, match=r"num_stuck must be an int in \[1, 8\]"):
-        lemma2_stuck_points(rho0, lam, N, 9)
+        lemma2_stuck_points(rho0, lam, N, 9, reduction="sum")
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.1])

@@ -81,7 +81,7 @@ def claims_rho_closed_forms(ctx: RunContext, mu: float, M: float, lam: float) ->
 def claims_lemma2(ctx: RunContext) -> None:
     rho0, lam, N, m = 4.0, 0.02, 10, 2
     res = minimize_scalar(lambda r: N * (1 - r / rho0) ** 2 + lam * r * r, bracket=(0.0, rho0), tol=1e-14)
-    case1 = lemma2_equal_margins(rho0, lam, N)
+    case1 = lemma2_equal_margins(rho0, lam, N, reduction="sum")
     brent = "Brent's method locates a smooth minimum only to ~sqrt(eps) = 1.5e-8 relative (the loss is flat to second order there); 1e-7 allows the factor ~5 of its bracketing"
     ctx.claim_close("lemma2-equal-rho", "all margins at 1/rho_0: rho_lam = rho_0/(1 + lam rho_0^2/N) minimises the summed loss", SOURCE + ", Lemma 2", measured=float(res.x), expected=case1.rho, tolerance=1e-7, relative=True,
                     reason=brent, reference="closed form lemma2_equal_margins vs scipy minimize_scalar (Brent) of the summed loss")
@@ -94,7 +94,7 @@ def claims_lemma2(ctx: RunContext) -> None:
         return m * (1 - r / rho0) ** 2 + float(((1 - r * free) ** 2).sum()) + lam * r * r
 
     best = minimize(stuck, np.r_[rho0, np.full(N - m, 1 / rho0)], method="BFGS", options={"gtol": 1e-12})
-    case2 = lemma2_stuck_points(rho0, lam, N, m)
+    case2 = lemma2_stuck_points(rho0, lam, N, m, reduction="sum")
     ctx.claim_close("lemma2-stuck-loss", "m stuck points: minimal loss lam rho_0^2/(1 + lam rho_0^2/m) (eq. 43)", SOURCE + ", Lemma 2", measured=float(best.fun), expected=case2.loss, tolerance=1e-7, relative=True,
                     reason="BFGS stops at gradient norm 1e-12; the loss is then within ~|g|^2/curvature of the minimum, far below 1e-7 (relative), which only allows for BFGS stopping on its own line-search tolerance",
                     reference="closed form lemma2_stuck_points (eq. 43) vs scipy BFGS over rho and the free margins")

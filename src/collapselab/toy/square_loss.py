@@ -175,21 +175,23 @@ def _lemma2(rho0: float, lam: float, num_samples: int, num_stuck: int, reduction
     return Lemma2Case(rho, loss * loss_scale(reduction, num_samples), a / (m + a), diff)
 
 
-def lemma2_equal_margins(rho0: float, lam: float, num_samples: int, *, reduction: str = "sum") -> Lemma2Case:
+def lemma2_equal_margins(rho0: float, lam: float, num_samples: int, *, reduction: str) -> Lemma2Case:
     """Lemma 2, first case: all ``N`` margins stay at ``1/rho_0``.
 
     ``rho_lam = rho_0 / (1 + lam rho_0^2 / N)``, loss ``lam rho_0^2 / (1 + lam rho_0^2 / N)``
     (appendix F eq. 42), gap ``eps = 1 - rho_lam / rho_0 = lam rho_0^2 / (N + lam rho_0^2)``.
-    Correction (docs/theory/errata.md): the paper prints ``eps = lam rho_0``. Summed loss
-    ``sum_n (1 - rho f_n)^2 + lam rho^2`` by default; ``reduction="mean"`` reads ``lam`` as a
-    mean-loss ``lam`` (summed ``N lam``) and returns the mean loss.
+    Correction (docs/theory/errata.md): the paper prints ``eps = lam rho_0``. ``reduction`` is a
+    required keyword (no default: the paper states Lemma 2 for the sum, the other functions here
+    default to the mean, and the two losses differ by ``N``): ``"sum"`` is the
+    paper's ``sum_n (1 - rho f_n)^2 + lam rho^2``; ``"mean"`` reads ``lam`` as a mean-loss ``lam``
+    (summed ``N lam``) and returns the mean loss, the value :func:`toy_loss` gives at the same point.
     """
     where = "lemma2_equal_margins"
     n = check_count("num_samples", num_samples, where)
     return _lemma2(rho0, lam, n, n, reduction, where)
 
 
-def lemma2_stuck_points(rho0: float, lam: float, num_samples: int, num_stuck: int, *, reduction: str = "sum") -> Lemma2Case:
+def lemma2_stuck_points(rho0: float, lam: float, num_samples: int, num_stuck: int, *, reduction: str) -> Lemma2Case:
     """Lemma 2, second case: ``m = num_stuck`` margins stay at ``1/rho_0``, the rest interpolate.
 
     Minimising ``m (1 - rho/rho_0)^2 + lam rho^2`` gives ``rho = rho_0 / (1 + lam rho_0^2/m)``,
