@@ -86,7 +86,7 @@ PAGES = {
     "train": ["collapselab.train", "collapselab.train.config"],
     "core": ["collapselab.core", "collapselab.core.errors", "collapselab.core.data", "collapselab.core.network", "collapselab.core.cost",
              "collapselab.core.geometry", "collapselab.core.validation", "collapselab.core.types", "collapselab.core.runtime",
-             "collapselab.core.claims", "collapselab.core.verdicts", "collapselab.core.store"],
+             "collapselab.core.claims", "collapselab.core.verdicts", "collapselab.core.store", "collapselab.core.provenance"],
     "experiments": ["collapselab.experiments"],
     "report": ["collapselab.report"],
     "integrations": ["collapselab.integrations", "collapselab.integrations.lightning", "collapselab.integrations.transformers"],
