@@ -12,6 +12,7 @@ failing example is an error.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import collapselab
@@ -199,7 +200,22 @@ def _resolve(app, env, node, contnode):  # noqa: ANN001 (Sphinx's event signatur
     return None
 
 
+# matplotlib's JavaScript animation player (sphinx-gallery's ``matplotlib_animations``) loads the
+# Font Awesome style sheet from a CDN for its button icons. The site must work offline, so the link
+# is replaced by a few CSS rules that draw the same buttons with plain characters.
+_FONT_AWESOME = re.compile(r'<link rel="stylesheet"\s+href="https://maxcdn\.bootstrapcdn\.com/font-awesome/[^"]*">')
+_PLAYER_ICONS = {"minus": "\u2212", "plus": "+", "fast-backward": "\u23ee", "step-backward": "\u23f4\u23f4",
+                 "backward": "\u23f4", "pause": "\u23f8", "play": "\u23f5", "step-forward": "\u23f5\u23f5",
+                 "fast-forward": "\u23ed"}
+_PLAYER_STYLE = "<style>" + "".join(f".fa-{k}::before{{content:'{v}'}}" for k, v in _PLAYER_ICONS.items()) + ".fa{font-style:normal}</style>"
+
+
+def _offline_player(app, docname, source):  # noqa: ANN001
+    source[0] = _FONT_AWESOME.sub(_PLAYER_STYLE, source[0])
+
+
 def setup(app):  # noqa: ANN001
     app.connect("builder-inited", _generate)
+    app.connect("source-read", _offline_player)
     app.connect("autodoc-process-docstring", _constant_docstring)
     app.connect("missing-reference", _resolve)

@@ -3,7 +3,6 @@ download) on one process and on two CPU processes (torchrun, accelerate on gloo)
 metrics, equal to collapse_report on features extracted by hand; a resumed run rebuilds the
 history from the checkpoint."""
 
-import math
 import os
 import subprocess
 import sys
@@ -18,28 +17,10 @@ pytest.importorskip("accelerate")
 from collapselab.collapse import collapse_report  # noqa: E402
 from collapselab.integrations._monitor import scalars  # noqa: E402
 
+from .compare import close_histories, close_rows  # noqa: E402
+
 SCRIPT = Path(__file__).with_name("hf_worker.py")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-# Error model as in test_lightning.py: float64 models, the same SGD steps with gradients
-# summed in another order (parameters within ~ steps * eps * |grad|), features from other
-# batch compositions within ~ d eps |h| (d = 16, attention over 8 tokens); metrics smooth in
-# the class moments with condition numbers < 1e4: relative differences < 1e-11, checked at
-# 1e-9 (abs 1e-12 near zero).
-RTOL, ATOL = 1e-9, 1e-12
-
-
-def close_rows(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys(), set(a) ^ set(b)
-    for k, v in b.items():
-        assert math.isclose(a[k], v, rel_tol=RTOL, abs_tol=ATOL), (k, a[k], v)
-
-
-def close_histories(h1: list, h2: list) -> None:
-    assert [r["epoch"] for r in h1] == [r["epoch"] for r in h2]
-    for r1, r2 in zip(h1, h2):
-        assert r1["layers"].keys() == r2["layers"].keys()
-        for layer in r2["layers"]:
-            close_rows(r1["layers"][layer], r2["layers"][layer])
 
 
 def worker():

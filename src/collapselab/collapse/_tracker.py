@@ -190,18 +190,21 @@ def _split_batch(batch: Any) -> tuple[Any, Any]:
     )
 
 
-def _to(x: Any, device: torch.device) -> Any:
+def to_device(x: Any, device: torch.device) -> Any:
+    """Move the tensors of a batch's inputs (a tensor, or a mapping/tuple/list of them) to ``device``."""
     if isinstance(x, torch.Tensor):
         return x.to(device)
     if isinstance(x, Mapping):
-        return {k: _to(v, device) for k, v in x.items()}
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(to_device(v, device) for v in x)
     return x
 
 
 def _feed(tracker: CollapseTracker, model: nn.Module, loader: Iterable[Any], device: torch.device) -> None:
     for batch in loader:
         x, y = _split_batch(batch)
-        x = _to(x, device)
+        x = to_device(x, device)
         with tracker.labels(y):
             if isinstance(x, Mapping):
                 model(**x)

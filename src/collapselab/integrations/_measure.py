@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..collapse import CollapseReport, CollapseStatistics, FeatureCache, last_linear
+from ..collapse._tracker import to_device
 from ..core.errors import ParameterError, ShapeError, UnknownNameError
 from ..core.validation import OneOf, check_param
 
@@ -153,16 +154,6 @@ def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
     )
 
 
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    if isinstance(x, Mapping):
-        return {k: _to(v, device) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(_to(v, device) for v in x)
-    return x
-
-
 def _forward(model: nn.Module, inputs: Any) -> None:
     if isinstance(inputs, Mapping):
         model(**inputs)
@@ -185,7 +176,7 @@ def _passes(model: nn.Module, loader: Iterable[Any], layers: Sequence[Layer], de
             inputs, labels = batch_fn(batch)
             labels = torch.as_tensor(labels)
             probe.features.clear()
-            _forward(model, _to(inputs, device))
+            _forward(model, to_device(inputs, device))
             for layer in layers:
                 feats = probe.features.get(layer.key)
                 if feats is None:

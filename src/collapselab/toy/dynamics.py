@@ -26,7 +26,7 @@ embedded pair at the same fixed step (Dormand-Prince 5(4), Bogacki-Shampine 3(2)
 help: its two solutions weight the stages on either side of a kink almost equally, so it misses
 the O(step) error there. Both flows therefore also run a companion at twice the step (half the
 cost) and report the discrepancy as ``error_estimate``, raising :class:`DivergenceError` when it
-exceeds ``rtol`` (:func:`_rk4_estimated`). The normalised flow uses the standard projection
+exceeds ``rtol`` (``_rk4_estimated``). The normalised flow uses the standard projection
 method (each step ends with ``V_k <- V_k / |V_k|_F``), because on chattering stretches RK4 alone
 let ``|V_k|`` drift by 17% at step 0.05.
 """
@@ -57,7 +57,7 @@ class ToyTrajectory:
     flow, ``|W_k|_F`` for the unnormalised one); mu, second_moment: ``(T,)`` margin moments;
     loss: ``(T,)`` the loss the flow descends (same reduction); weights: the final matrices
     (``V_k`` or ``W_k``); error_estimate: the relative step-doubling error estimate of the run
-    (:func:`_rk4_estimated`; ``None`` only for a trajectory assembled by hand).
+    (``_rk4_estimated``; ``None`` only for a trajectory assembled by hand).
     """
 
     t: torch.Tensor
@@ -214,7 +214,7 @@ def toy_flow(V0: Sequence[torch.Tensor], rho0: float, X: torch.Tensor, y: torch.
     multiplier alone conserves the norm (zero for the exact flow, the integrator error here).
 
     ``error_estimate`` is the relative step-doubling estimate of the run's error (module
-    docstring, :func:`_rk4_estimated`: a companion at twice the step, 1.5 times the cost);
+    docstring, ``_rk4_estimated``: a companion at twice the step, 1.5 times the cost);
     an estimate above ``rtol`` (default ``1e-2``, as :func:`unnormalised_flow`) raises
     :class:`DivergenceError` naming the fix (lower ``step_size``). Where units chatter at their
     kinks RK4 is first order: 4-6-6-1 networks on 12 points measured 0.5e-2 to 2.5e-2 at step 0.05
@@ -272,7 +272,7 @@ def unnormalised_flow(
 
     Integrated by fixed-step RK4 at ``step_size`` and at half of it (module docstring: an adaptive
     solver crawls where a ReLU unit chatters at its kink); the half-step run is returned and
-    ``error_estimate`` is ``max_k max|W_k^h - W_k^{h/2}| / max|W_k^{h/2}|`` (:func:`_rk4_estimated`),
+    ``error_estimate`` is ``max_k max|W_k^h - W_k^{h/2}| / max|W_k^{h/2}|`` (``_rk4_estimated``),
     an estimate of its relative error (order 4 on smooth stretches, order 1 at kinks). An estimate above ``rtol``
     raises :class:`DivergenceError` naming the fix. Default ``rtol = 1e-2`` of the largest weight;
     measured on 4-6-6-1 networks: chattering at a kink gives 1e-4 to 1e-3 at step 0.01 with the
