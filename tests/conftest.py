@@ -64,7 +64,8 @@ def npz(tmp_path_factory):
     return path
 
 
-def _catalogue_module():
+@pytest.fixture(scope="session")
+def catalogue_module():
     """docs/_tools/catalogue.py, the experiments catalogue of the documentation."""
     import importlib.util
     from pathlib import Path
@@ -77,11 +78,11 @@ def _catalogue_module():
 
 
 @pytest.fixture(scope="session")
-def claims_catalogue():
+def claims_catalogue(catalogue_module):
     """``check(result)``: a quick run's claims (ids, sources, references, tolerance reasons,
     numbers masked) match the experiments catalogue of the docs (docs/reference/experiments.md);
     rerun ``make catalogue`` after changing a claim."""
-    module = _catalogue_module()
+    module = catalogue_module
 
     def check(result):
         problems = module.differences(result.experiment, result.claims)

@@ -15,25 +15,14 @@ from types import SimpleNamespace
 from collapselab.experiments import experiments
 
 
-def _module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "docs" / "_tools" / "catalogue.py"
-    spec = importlib.util.spec_from_file_location("collapselab_docs_catalogue", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_page_is_what_the_generator_writes() -> None:
-    cat = _module()
+def test_the_page_is_what_the_generator_writes(catalogue_module) -> None:
+    cat = catalogue_module
     claims = json.loads(cat.CLAIMS_FILE.read_text())
     assert cat.PAGE_FILE.read_text() == cat.render_page(claims), "docs/reference/experiments.md is stale: run `make catalogue` (or `python docs/_tools/catalogue.py page`)"
 
 
-def test_every_experiment_and_claim_has_its_label() -> None:
-    cat = _module()
+def test_every_experiment_and_claim_has_its_label(catalogue_module) -> None:
+    cat = catalogue_module
     claims = json.loads(cat.CLAIMS_FILE.read_text())
     assert set(claims) == set(experiments())
     page = cat.PAGE_FILE.read_text()
@@ -49,8 +38,8 @@ def _claim(**fields):
     return SimpleNamespace(**{**base, **fields})
 
 
-def test_the_comparison_masks_numbers_and_catches_changed_words() -> None:
-    cat = _module()
+def test_the_comparison_masks_numbers_and_catches_changed_words(catalogue_module) -> None:
+    cat = catalogue_module
     catalogue = {"e": cat.claim_signatures([_claim(), _claim(id="b", comparator="not_applicable", tolerance_reason="too few seeds")])}
     same = [_claim(tolerance_reason="eps x cond = 2.5e-12"), _claim(id="b", comparator="test", tolerance_reason="8 seeds at level 1e-3")]
     assert cat.differences("e", same, catalogue) == []
