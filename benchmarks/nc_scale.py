@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -407,7 +406,7 @@ def print_ours(r: dict) -> None:
 
 
 def print_public(r: dict) -> None:
-    read, pub = r["read"], r["public"]
+    pub = r["public"]
     fit = pub.get("failed_at") or f"{pub['seconds_whole']:.1f} s"
     rows = f"{pub['seconds_rows']:9.1f} s on the first {pub['rows_timed']} rows" if pub["rows_timed"] else "(not timed on a prefix)"
     print(f"  public, in memory     {rows}; whole file: {fit} "

@@ -185,7 +185,6 @@ def _resolve(app, env, node, contnode):  # noqa: ANN001 (Sphinx's event signatur
     target = node["reftarget"].lstrip("~.")
     if node["reftype"] == "mod":
         parts = target.split(".")
-        context = node.get("py:module") or ""
         candidates = [".".join(parts[:k]) for k in range(len(parts), 0, -1)]
         # a submodule named relative to its package's docstring (``normalisation`` in collapselab.toy)
         candidates += [m for m in sorted(domain.modules) if f"{m}.{target}" in sys.modules]

@@ -118,7 +118,6 @@ def test_metrics_and_construct_json_on_stdout(tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["cost"] < 1e-12 and len(doc["layers"]) == 3
-    import torch
 
     from collapselab.construct import load_network
 

@@ -116,7 +116,7 @@ def test_report_shows_every_run_and_counts_incomplete_ones(tmp_path, tiny):
     assert crashed.exit_code != 0  # a RuntimeError: the CLI's code for an internal error
     killed = RunFolder.create(tmp_path, "tiny", {"steps": 3}, extra={"quick": False})
     killed.write_status("running")
-    ancient = RunFolder.create(tmp_path, "tiny", {"steps": 3})  # no status.json at all
+    RunFolder.create(tmp_path, "tiny", {"steps": 3})  # no status.json at all
     train = RunFolder.create(tmp_path, "train", {"epochs": 2})
     train.log_metrics({"epoch": 1})
     train.write_status("running")

@@ -8,7 +8,7 @@ import torch
 from collapselab.collapse import CollapseStatistics, class_moments, collapse_report
 from collapselab.core.errors import ParameterError
 
-from .test_streaming import REPORT_FIELDS, assert_reports_close, problem
+from .test_streaming import assert_reports_close, problem
 
 pytestmark = pytest.mark.numerics  # run again under another CPU kernel path (Makefile: make test)
 

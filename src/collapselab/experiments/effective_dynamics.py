@@ -229,7 +229,7 @@ def _scenario(ctx: RunContext, Q: int) -> None:
     eta = (tr.R[:, 0] @ (tr.beta[:, 0] + yt).unsqueeze(2)).squeeze(2).norm(dim=1)  # |eta(s)| = |R (beta + ỹ)|
     dx = data.X - yt
     scale = float(data.X.norm(dim=1).max() + tr.beta[:, 0].norm(dim=1).max() + yt.norm())  # S: size of every z, sigma(z), v
-    j_min, margin, omega, drift, gap, auto_after, not_full_after, k_full, rate, rise = [], [], [], [], [], [], [], [], [], []
+    j_min, margin, omega, drift, gap, auto_after, not_full_after, k_full, rate = [], [], [], [], [], [], [], [], []
     for i in ctx.progress(range(len(tr.s)), desc=f"metrics R^{Q}"):
         st = tr.state(i)
         trunc = _truncated_directions(st, data)
