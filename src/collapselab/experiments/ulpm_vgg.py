@@ -97,7 +97,7 @@ BELOW_PAPER = ("nc2_equinorm_means", "nc2_equinorm_weights", "nc2_equiangular_me
 class Config(TieredConfig):
     TIERS = {
         "middle": {"per_class": 20, "width": 0.125, "epochs": 500, "n_seeds": 2, "nc_points": 30},
-        "quick": {"per_class": 6, "width": 0.0625, "epochs": 150, "lr": 0.05, "batch_size": 60, "nc_points": 40},
+        "quick": {"per_class": 6, "width": 0.0625, "epochs": 150, "lr": 0.05, "batch_size": 60, "nc_points": 60},
     }
 
     per_class: int = Field(6000, ge=2, le=6000, description="training images per class (balanced; 6000 = all)")
