@@ -18,12 +18,13 @@ the training set at log-spaced epochs:
 The network is trained from ``n_seeds`` seeds derived from the run's seed. Claims:
 
 - the training error reaches zero in every seed (the terminal phase begins);
-- each of the six quantities decreases during the terminal phase, or stays small (the paper
-  tracks them "during the terminal phase" and finds they "either decrease or stay in small
-  values"): Kendall's tau of each seed's series against the log-spaced epochs from that
-  seed's first zero-error epoch, Stouffer-combined over seeds, one-sided, level 1e-3; a
-  quantity whose median over seeds is already below 0.1 (the paper's threshold for small)
-  when every seed is in the terminal phase must instead keep its median curve below 0.1;
+- each of the six quantities decreases during the terminal phase: Kendall's tau of each
+  seed's series against the log-spaced epochs from that seed's first zero-error epoch,
+  Stouffer-combined over seeds, one-sided, level 1e-3. The paper tracks them "during the
+  terminal phase" and finds they "either decrease or stay in small values"; measured with
+  exact batch-norm statistics, every one of them decreases in every seed of the quick and
+  middle tiers (also the two norm variations, which start below the paper's 0.1), so the
+  stronger statement is the one tested, one test for every quantity;
 - the norm variations and cosines (1) and (3) are below 0.1 after 500 epochs (the paper's
   number): checked where the run trains at least 500 epochs (the middle and full tiers),
   recorded as not applicable with the reason and the run's own last values otherwise. The
@@ -142,20 +143,9 @@ def _claims(ctx: RunContext, cfg: Config, runs: list[dict[str, Any]]) -> None:
               "claim fails only when most seeds stall; the series carry no batch-norm noise (exact training-set BN statistics) and, in the quick tier, no mini-batch noise "
               "(full batch)")
     for key, what in QUANTITIES.items():
-        cid, claim, ref = f"{key}-decreases", f"{what} decreases during the terminal phase, or stays below {PAPER_BOUND:g} if it starts there", "Kendall's tau of the quantity against the epoch (no trend = tau 0)"
+        cid, claim, ref = f"{key}-decreases", f"{what} decreases during the terminal phase", "Kendall's tau of the quantity against the epoch (no trend = tau 0)"
         if not tested:
             ctx.claim_not_applicable(cid, claim, SOURCE + "; Fig 3", why="no seed reached the terminal phase (see the terminal-phase claim)", reference=ref)
-            continue
-        start = max(t for _, t in tested)  # every tested seed is in its terminal phase from here on
-        common = sorted(set.intersection(*({int(row["epoch"]) for row in r["rows"] if int(row["epoch"]) >= start} for r, _ in tested)))
-        median = [float(np.median([next(float(row[key]) for row in r["rows"] if int(row["epoch"]) == e) for r, _ in tested])) for e in common]
-        if median and median[0] < PAPER_BOUND:
-            # the paper: the quantities "either decrease or stay in small values"; one already small when every seed is in the terminal phase must stay small
-            ctx.claim_at_most(cid, claim + f" (median over seeds below {PAPER_BOUND:g} at epoch {common[0]}: max over the later measured epochs of the median over seeds)", SOURCE + "; Fig 3",
-                              measured=max(median), bound=PAPER_BOUND,
-                              reason=("the paper's threshold for 'small values' (Fig 3 after 500 epochs), applied to the median curve over seeds as the paper shows one typical run; "
-                                      "the branch is chosen from the first value only, before the rest of the series is looked at"),
-                              reference="the paper's reported value 0.1")
             continue
         res = trend_test([{int(row["epoch"]): float(row[key]) for row in r["rows"]} for r, _ in tested], [t for _, t in tested])
         ctx.claim_test(cid, claim, SOURCE + "; Fig 3", test=f"one-sided Kendall's tau per seed from its terminal-phase onset, Stouffer-combined over {len(tested)} seeds", statistic=res.statistic,
