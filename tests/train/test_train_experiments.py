@@ -16,6 +16,9 @@ TRAINING = ["terminal-phase", "square-loss-cnn", "square-loss-random-labels", "u
 # square-loss-random-labels: at the quick scale neither trend is testable at level 1e-3; its quick
 # tier records both trend claims as not applicable (with the reason) and checks the label-noise protocol.
 QUICK_UNTESTED = {"square-loss-random-labels"}
+# claims the quick tier records as not applicable by design (every other claim is tested): ulpm-vgg's
+# "below 0.1 after 500 epochs" is the paper's number for 500 epochs, which the quick tier does not train
+QUICK_NOT_APPLICABLE = {"terminal-phase": set(), "ulpm-vgg": {"below-paper-value"}}
 
 
 @pytest.mark.timeout(300)
@@ -32,6 +35,8 @@ def test_quick_experiment_claims_pass_at_other_seeds(name, seed, tmp_path, claim
         assert any(c.passed for c in result.claims)
     else:
         assert any(c.comparator == "test" and c.passed for c in result.claims)
+    if name in QUICK_NOT_APPLICABLE:
+        assert {c.id for c in result.claims if c.comparator == "not_applicable"} == QUICK_NOT_APPLICABLE[name]
     assert list((result.path / "figures").glob("*.png"))
     assert (result.path / "checkpoint.pt").exists() and (result.path / "metrics.csv").exists()
 
@@ -143,3 +148,42 @@ def test_mse_learning_rates_sit_inside_the_heavy_ball_stability_edge():
         for init in (0.1, 5.0):
             lam = _mse_classifier_curvature(seed002_model(init, channels=cfg.channels, seed=0), data.X, 2)
             assert cfg.lr * lam < edge / 2, (name, init, lam)
+
+
+class _Recorder:
+    """Stands in for a RunContext: records each claim call as (method, id, keyword arguments)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, method):
+        return lambda cid, *args, **kw: self.calls.append((method, cid, kw))
+
+
+def _runs(values, onset=5, epochs=(1, 2, 3, 5, 8, 12, 17, 25, 36, 50)):
+    """Fake per-seed summaries: every metric of row ``i`` is ``values[i]`` (a flat or rising series)."""
+    keys = ("nc1", "nc2_etf_error_means", "nc3", "nc4", "nc2_equinorm_means", "nc2_equinorm_weights", "ulpm_within_class_variation", "nc2_equiangular_means",
+            "nc2_equiangular_weights", "ulpm_self_duality")
+    rows = [{"epoch": e, **dict.fromkeys(keys, v), "nc4": 0.0, "nc_margin": 0.1, "nc_margin_bound": 1.0} for e, v in zip(epochs, values)]
+    return [{"rows": rows, "terminal_epoch": onset} for _ in range(3)]
+
+
+@pytest.mark.parametrize("name", ["terminal-phase", "ulpm-vgg"])
+def test_trend_claims_fail_when_nothing_collapses(name):
+    """The trend claims of the quick tiers reject a series that stays flat or rises after the onset
+    (the effect switched off), and pass a falling one."""
+    import importlib
+
+    module = importlib.import_module(f"collapselab.experiments.{name.replace('-', '_')}")
+    cfg = resolve_config(get_experiment(name), {}, quick=True)
+    verdicts = {}
+    for label, values in {"flat": [0.5] * 10, "rising": [0.02 * (i + 1) for i in range(10)], "falling": [0.9**i for i in range(10)]}.items():
+        ctx = _Recorder()
+        if name == "terminal-phase":
+            module._claims(ctx, cfg, "mse", _runs(values))
+        else:
+            module._claims(ctx, cfg, _runs(values))
+        trend = [kw for m, cid, kw in ctx.calls if "-decreases" in cid]
+        assert trend and all(m == "claim_test" for m, cid, _ in ctx.calls if "-decreases" in cid)
+        verdicts[label] = [kw["p_value"] <= kw["level"] for kw in trend]
+    assert not any(verdicts["flat"]) and not any(verdicts["rising"]) and all(verdicts["falling"])

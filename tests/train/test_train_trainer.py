@@ -277,3 +277,41 @@ def test_on_step_reports_every_step_of_every_epoch(data):
     for step in (1, 2, 3):
         show(step, 3)
     assert Bar.shown == ["train (step 1/3)", "train (step 3/3)"]
+
+
+def test_exact_batchnorm_statistics_make_eval_mode_the_full_batch_network(data):
+    """Precise BN: inside the block the eval-mode network equals the training-mode network on the
+    whole set as one batch (float64: the two differ by the rounding of the same sums, a few eps
+    times the activations' scale); on exit the running statistics are restored."""
+    from collapselab.train import exact_batchnorm_statistics
+
+    torch.manual_seed(0)
+    model = MLP([4, 16, 16, 3], batch_norm=True).double()
+    with torch.no_grad():
+        model.train()
+        model(2.0 * data.X + 1.0)  # running statistics of other inputs, as after training on drifting weights
+        full_batch = model(data.X)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        model.eval()
+        lagging = model(data.X)
+        with exact_batchnorm_statistics(model, [data.X]):
+            exact = model(data.X)
+            assert not model.training
+        assert model.training is False
+    assert torch.allclose(exact, full_batch, rtol=0, atol=1e3 * torch.finfo(torch.float64).eps * float(full_batch.abs().max()))
+    assert float((lagging - full_batch).abs().max()) > 1e-3  # the running statistics were not the full batch's
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm1d))
+
+
+def test_exact_bn_measurement_leaves_training_unchanged(data):
+    """``exact_bn`` changes what is measured, not the trajectory: the same losses and weights."""
+    runs = []
+    for exact in (False, True):
+        torch.manual_seed(1)
+        model = MLP([4, 16, 3], batch_norm=True).double()
+        recs = Trainer(model, (data.X, data.labels), TrainConfig(epochs=4, lr=0.1, batch_size=15, nc_points=4), exact_bn=exact, measure_batch_size=data.num_samples).fit()
+        runs.append(([r.train_loss for r in recs], model.state_dict(), recs[-1].metrics["nc1"]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(v, runs[1][1][k]) for k, v in runs[0][1].items())
+    assert runs[0][2] != runs[1][2]  # measured with other statistics

@@ -18,35 +18,47 @@ the training set at log-spaced epochs:
 The network is trained from ``n_seeds`` seeds derived from the run's seed. Claims:
 
 - the training error reaches zero in every seed (the terminal phase begins);
-- each of the six quantities decreases during the terminal phase, or stays small (the paper
-  tracks them "during the terminal phase" and finds they "either decrease or stay in small
-  values"): Kendall's tau of each seed's series against the log-spaced epochs from that
-  seed's first zero-error epoch, Stouffer-combined over seeds, one-sided, level 1e-3; a
-  quantity whose median over seeds is already below 0.1 (the paper's threshold for small)
-  when every seed is in the terminal phase must instead keep its median curve below 0.1;
+- each of the six quantities decreases during the terminal phase: Kendall's tau of each
+  seed's series against the log-spaced epochs from that seed's first zero-error epoch,
+  Stouffer-combined over seeds, one-sided, level 1e-3. The paper tracks them "during the
+  terminal phase" and finds they "either decrease or stay in small values"; measured with
+  exact batch-norm statistics, every one of them decreases in every seed of the quick and
+  middle tiers (also the two norm variations, which start below the paper's 0.1), so the
+  stronger statement is the one tested, one test for every quantity;
 - the norm variations and cosines (1) and (3) are below 0.1 after 500 epochs (the paper's
-  number): checked where the run trains at least 500 epochs, recorded as not applicable with
-  the reason otherwise;
+  number): checked where the run trains at least 500 epochs (the middle and full tiers),
+  recorded as not applicable with the reason and the run's own last values otherwise. The
+  quick tier has no version of it: its 150 epochs on 60 images end with the cosines near
+  0.15-0.2, which fall slowly, at a rate in ``log t`` (Ji et al. plot them against
+  ``log(log t)``, Figs 2-3), so no quick-sized run reaches the paper's number, and a
+  quick-scale threshold would be a number chosen from the values seen;
 - Lemma 3.1: ``q_min <= bound`` at every measured epoch of every seed. The lemma holds for
   any ``W`` and balanced ``H`` (and for the margins of ``W h + b`` with the classifier's bias,
   which averages out over ordered class pairs in the lemma's proof), so this checks the margin
   and norm measurements against the closed-form bound, not training.
 
 Tiers (``--set tier=...``): ``full`` trains on all 60000 images for 500 epochs, 3 seeds (VGG-13
-at width 1 takes about 10 s per epoch of 469 steps on one current GPU (an estimate, not measured here), so about 4 GPU-hours in
-all). ``middle`` keeps the paper's loss, no weight decay, momentum, batch 128 and constant
-learning rate 0.01 on 20 images per class (two batches per epoch) with a 1/8-width VGG-13,
-300 epochs, 2 seeds (about 6 CPU-minutes).
-``quick`` (``--quick``) trains a 1/16-width VGG-13 on 6 images per class with batch 20 and
-learning rate 0.05 for 100 epochs, 3 seeds: at lr 0.01 the terminal phase starts too late for
-a trend to be measured inside the run (it starts near epoch 30 at 0.05). At this scale the
-trends of the class-mean norm variation and cosines, the within-class variation and the
-self-duality distance are too weak for level 1e-3 at every seed (``QUICK_UNSUPPORTED``): the
-quick tier records them as not applicable with the reason; the middle and full tiers test them.
+at width 1 takes about 10 s per epoch of 469 steps on one current GPU (an estimate, not measured
+here), so about 4 GPU-hours in all). ``middle`` keeps the paper's loss, no weight decay,
+momentum, batch 128 and constant learning rate 0.01 on 20 images per class (two batches per
+epoch) with a 1/8-width VGG-13, 500 epochs (the paper's, so its "below 0.1" is tested), 2 seeds
+(about 10 CPU-minutes). ``quick`` (``--quick``) trains a 1/16-width VGG-13 on 6 images per
+class in full batch (one deterministic heavy-ball step per epoch) with learning rate 0.05 for
+150 epochs, 3 seeds: at lr 0.01 the terminal phase starts too late for a trend to be measured
+inside the run (it starts near epoch 20 at 0.05), and with 20-image batches the loss spikes
+after the onset (training error back above 0) and the slow ULPM trends drown in that noise.
+
+Every tier measures the eval-mode network with exact batch-norm statistics
+(``Trainer(exact_bn=True)``, "precise BN"): before each measurement the BN running statistics
+are recomputed by one training-mode pass of the current weights over the training set (one
+batch of up to ``MEASURE_BATCH`` images: the quick and middle tiers measure exactly the
+training-mode network applied to the whole training set; the full tier averages over its
+1024-image batches) and restored afterwards, so training is unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import matplotlib
@@ -61,7 +73,7 @@ from ..core.data import load_fashion_mnist  # noqa: E402
 from ..train import VGG, Series, TrainConfig, Trainer, as_images  # noqa: E402
 from ._base import Experiment, RunContext  # noqa: E402
 from ._stats import derived_seeds, trend_test  # noqa: E402
-from ._tiers import TieredConfig, quick_not_applicable  # noqa: E402
+from ._tiers import TieredConfig  # noqa: E402
 
 __all__ = ["Config", "EXPERIMENT", "run"]
 
@@ -70,6 +82,7 @@ LEVEL = 1e-3
 PAPER_EPOCHS = 500
 PAPER_BOUND = 0.1
 CHECKPOINT_EVERY_S = 30.0
+MEASURE_BATCH = 1024  # exact batch-norm statistics in one batch up to this many images (every quick and middle tier)
 
 QUANTITIES = {
     "nc2_equinorm_means": "Std/Avg of centred class-mean norms",
@@ -79,18 +92,13 @@ QUANTITIES = {
     "nc2_equiangular_weights": "Avg |cos + 1/(K-1)| of classifier rows",
     "ulpm_self_duality": "distance of normalised classifier and centred means",
 }
-QUICK_UNSUPPORTED = {
-    f"{key}-decreases": ("at the quick scale (60 images, a 1/16-width VGG-13, 100 epochs, 3 seeds) this quantity's decrease after the terminal-phase onset is too weak or too "
-          f"short for level 1e-3: in a sweep of seeds 0-9 its Stouffer p-value exceeded 1e-3 at {n} seeds")
-    for key, n in (("nc2_equinorm_means", 6), ("nc2_equiangular_means", 2), ("ulpm_within_class_variation", 3), ("ulpm_self_duality", 4))
-}
 BELOW_PAPER = ("nc2_equinorm_means", "nc2_equinorm_weights", "nc2_equiangular_means", "nc2_equiangular_weights")
 
 
 class Config(TieredConfig):
     TIERS = {
-        "middle": {"per_class": 20, "width": 0.125, "epochs": 300, "n_seeds": 2, "nc_points": 30},
-        "quick": {"per_class": 6, "width": 0.0625, "epochs": 100, "lr": 0.05, "batch_size": 20, "nc_points": 30},
+        "middle": {"per_class": 20, "width": 0.125, "epochs": 500, "n_seeds": 2, "nc_points": 30},
+        "quick": {"per_class": 6, "width": 0.0625, "epochs": 150, "lr": 0.05, "batch_size": 60, "nc_points": 60},
     }
 
     per_class: int = Field(6000, ge=2, le=6000, description="training images per class (balanced; 6000 = all)")
@@ -115,7 +123,7 @@ def run(ctx: RunContext) -> None:
             torch.manual_seed(seed)
             model = VGG(13, in_channels=1, num_classes=10, width=cfg.width, batch_norm=cfg.batch_norm, input_size=28).to(ctx.device)
             tc = TrainConfig(epochs=cfg.epochs, loss="cross_entropy", lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0, batch_size=cfg.batch_size, seed=seed, nc_points=cfg.nc_points)
-            return Trainer(model, (X, labels), tc, num_classes=10, callbacks=callbacks)
+            return Trainer(model, (X, labels), tc, num_classes=10, callbacks=callbacks, exact_bn=True, measure_batch_size=min(len(labels), MEASURE_BATCH))
 
         runs.append(series.run(f"vgg13,seed={seed}", build, lambda trainer, rows: {"rows": [r for r in rows if "nc1" in r], "terminal_epoch": trainer.terminal_epoch}))
     _claims(ctx, cfg, runs)
@@ -129,38 +137,31 @@ def _claims(ctx: RunContext, cfg: Config, runs: list[dict[str, Any]]) -> None:
     ctx.claim_at_least("terminal-phase", f"the training error reaches zero in every one of the {n} seeds; measured: seeds that reached it", SOURCE + "; Sec 4", measured=len(tested), bound=n,
                        reason="the over-parametrised VGG-13 interpolates its training set in every seed (the paper's terminal phase); one seed that does not is a failure of the protocol",
                        reference="the training error counted over the whole training set at every epoch (zero errors out of N)")
-    reason = (f"level 1e-3 bounds a false pass; Kendall's tau per seed over the log-spaced epochs from its terminal-phase onset, Stouffer-combined over {len(tested)} seeds: "
-              "a decrease present in every seed gives each tau near -1 (one monotone series of 8 points alone has p = 1/8! = 2.5e-5), so a true claim fails only when "
-              "most seeds stall")
+    m = min((sum(int(row["epoch"]) >= t for row in r["rows"]) for r, t in tested), default=0)
+    reason = (f"level 1e-3 bounds a false pass; Kendall's tau per seed over its log-spaced measured epochs from its terminal-phase onset (at least {m} per seed), "
+              f"Stouffer-combined over {len(tested)} seeds: one strictly decreasing series of m points alone has p = 1/m! ({m} points: {1.0 / math.factorial(m):.1g}), so a true "
+              "claim fails only when most seeds stall; the series carry no batch-norm noise (exact training-set BN statistics) and, in the quick tier, no mini-batch noise "
+              "(full batch)")
     for key, what in QUANTITIES.items():
-        cid, claim, ref = f"{key}-decreases", f"{what} decreases during the terminal phase, or stays below {PAPER_BOUND:g} if it starts there", "Kendall's tau of the quantity against the epoch (no trend = tau 0)"
-        if quick_not_applicable(ctx, cfg, QUICK_UNSUPPORTED, cid, claim, SOURCE + "; Fig 3", ref):
-            continue
+        cid, claim, ref = f"{key}-decreases", f"{what} decreases during the terminal phase", "Kendall's tau of the quantity against the epoch (no trend = tau 0)"
         if not tested:
             ctx.claim_not_applicable(cid, claim, SOURCE + "; Fig 3", why="no seed reached the terminal phase (see the terminal-phase claim)", reference=ref)
-            continue
-        start = max(t for _, t in tested)  # every tested seed is in its terminal phase from here on
-        common = sorted(set.intersection(*({int(row["epoch"]) for row in r["rows"] if int(row["epoch"]) >= start} for r, _ in tested)))
-        median = [float(np.median([next(float(row[key]) for row in r["rows"] if int(row["epoch"]) == e) for r, _ in tested])) for e in common]
-        if median and median[0] < PAPER_BOUND:
-            # the paper: the quantities "either decrease or stay in small values"; one already small when every seed is in the terminal phase must stay small
-            ctx.claim_at_most(cid, claim + f" (median over seeds below {PAPER_BOUND:g} at epoch {common[0]}: max over the later measured epochs of the median over seeds)", SOURCE + "; Fig 3",
-                              measured=max(median), bound=PAPER_BOUND,
-                              reason=("the paper's threshold for 'small values' (Fig 3 after 500 epochs), applied to the median curve over seeds as the paper shows one typical run; "
-                                      "the branch is chosen from the first value only, before the rest of the series is looked at"),
-                              reference="the paper's reported value 0.1")
             continue
         res = trend_test([{int(row["epoch"]): float(row[key]) for row in r["rows"]} for r, _ in tested], [t for _, t in tested])
         ctx.claim_test(cid, claim, SOURCE + "; Fig 3", test=f"one-sided Kendall's tau per seed from its terminal-phase onset, Stouffer-combined over {len(tested)} seeds", statistic=res.statistic,
                        p_value=res.p_value, level=LEVEL, measured=res.summary(), reason=reason, reference=ref)
     claim = f"the norm variations and cosines (1) and (3) are below {PAPER_BOUND:g} after {PAPER_EPOCHS} epochs: max over the four quantities and the seeds at the last epoch"
+    worst = max(float(r["rows"][-1][k]) for r in runs for k in BELOW_PAPER)
     if cfg.epochs < PAPER_EPOCHS:
-        ctx.claim_not_applicable("below-paper-value", claim, SOURCE + "; Fig 3", why=f"this configuration trains {cfg.epochs} < {PAPER_EPOCHS} epochs (tier {cfg.tier!r}); the paper's number is for 500 epochs on all 60000 images",
+        ctx.claim_not_applicable("below-paper-value", claim, SOURCE + "; Fig 3",
+                                 why=(f"this configuration trains {cfg.epochs} < {PAPER_EPOCHS} epochs (tier {cfg.tier!r}; the middle and full tiers train {PAPER_EPOCHS}); the paper's number is "
+                                      f"for {PAPER_EPOCHS} epochs on all 60000 images, and the quantities fall only at a rate in log t (the paper's log(log t) axes), so a shorter run "
+                                      f"has no version of it; this run ends at {worst:.2g} (max over the four quantities and the seeds)"),
                                  reference="the paper's reported value 0.1")
     else:
-        worst = max(float(r["rows"][-1][k]) for r in runs for k in BELOW_PAPER)
         ctx.claim_at_most("below-paper-value", claim, SOURCE + "; Fig 3", measured=worst, bound=PAPER_BOUND,
-                          reason="the paper's own threshold for its Fig 3 curves after 500 epochs; a single seed above it contradicts the paper's statement", reference="the paper's reported value 0.1")
+                          reason=(f"the paper's own threshold for its Fig 3 curves after {PAPER_EPOCHS} epochs, here at this tier's scale ({cfg.per_class} images per class, VGG-13 width "
+                                  f"x{cfg.width:g}; the paper: 60000 images, width 1); a single seed above it contradicts the paper's statement at this scale"), reference="the paper's reported value 0.1")
     ratio = max(float(row["nc_margin"]) / float(row["nc_margin_bound"]) for r in runs for row in r["rows"])
     ctx.claim_at_most("nc-margin-bound", "Lemma 3.1: the NC margin q_min never exceeds (|W|^2 + |H|^2) / (2 (K-1) sqrt n); max over epochs and seeds of q_min / bound", SOURCE + "; Lemma 3.1",
                       measured=ratio, bound=1.0 + 1e-9,

@@ -13,7 +13,7 @@ from .callbacks import Checkpoint, MetricsLogger, TensorBoardLogger
 from .config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, log_spaced_epochs
 from .data import NORMALISATIONS, as_images, randomise_labels
 from .distributed import init_distributed, shutdown_distributed
-from .measure import capture_input, measure_features
+from .measure import capture_input, exact_batchnorm_statistics, measure_features
 from .models import MLP, MODELS, VGG, ResNet18, SquareLossConvNet, classifier_of, classifier_weights, make_model, scale_conv_init
 from .protocols import BinaryImages, binary_fashion_mnist, bn_settled_epoch, normalised_margins, rho_metrics, seed002_model
 from .series import Series
@@ -44,6 +44,7 @@ __all__ = [
     "capture_input",
     "classifier_of",
     "classifier_weights",
+    "exact_batchnorm_statistics",
     "init_distributed",
     "log_spaced_epochs",
     "make_model",

@@ -11,7 +11,8 @@ The pass also sums the loss and the classification errors.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 
 from ..collapse import CollapseStatistics, FeatureCache
 
-__all__ = ["measure_features", "capture_input"]
+__all__ = ["capture_input", "exact_batchnorm_statistics", "measure_features"]
 
 # rows per statistics update or scores call (few large chunks instead of one per batch; see _Chunks)
 _STATS_ROWS = 1024
@@ -44,6 +45,57 @@ class capture_input:
 
     def __exit__(self, *exc: object) -> None:
         self.handle.remove()
+
+
+@contextmanager
+def exact_batchnorm_statistics(model: nn.Module, inputs: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Inside the block the batch-norm layers of ``model`` hold the statistics of ``inputs`` (the
+    model keeps its mode); on exit their running statistics (and momentum) are restored, so
+    training continues unchanged.
+
+    "Precise BN" (Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", Sec 3): the running
+    statistics that eval mode divides by are an exponential average over past mini-batches of
+    past weights, so they lag and carry the noise of small batches; here they are recomputed by
+    training-mode forward passes of the current weights over ``inputs`` (the whole training set),
+    with ``momentum=None`` (the equal-weight average over the batches, as in
+    ``torch.optim.swa_utils.update_bn``). When ``inputs`` is one batch, the running variance is
+    rescaled from torch's unbiased estimate to the biased one that training mode divides by, so
+    the eval-mode network then equals the training-mode network applied to the whole set at
+    once (exact); over several batches it is the average of their batch statistics. A model
+    without batch norm is left untouched.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers:
+        yield
+        return
+    saved = [(m.momentum, {k: v.clone() for k, v in m.named_buffers()}) for m in layers]
+    counts: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: counts.__setitem__(mod, counts.get(mod, 0) + args[0].numel() // args[0].shape[1])) for m in layers]
+    was_training = model.training
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        with torch.no_grad():
+            for x in inputs:
+                model(x)
+        for m in layers:
+            if int(m.num_batches_tracked) == 1 and counts.get(m, 0) > 1:
+                m.running_var.mul_((counts[m] - 1) / counts[m])
+        for h in hooks:
+            h.remove()
+        hooks = []
+        model.train(was_training)
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, (momentum, buffers) in zip(layers, saved):
+            m.momentum = momentum
+            for k, v in m.named_buffers():
+                v.copy_(buffers[k])
+        model.train(was_training)
 
 
 @torch.inference_mode()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,7 +52,7 @@ from ..core.validation import Interval, check_finite, check_param
 from ._batches import EpochBatches, as_source, rank_shard
 from ._inputs import check_model_inputs
 from .config import TrainConfig, log_spaced_epochs
-from .measure import measure_features
+from .measure import exact_batchnorm_statistics, measure_features
 from .models import classifier_of, classifier_weights
 
 __all__ = ["Callback", "EpochRecord", "Trainer"]
@@ -128,6 +129,11 @@ class Trainer:
     ``on_step``, if set to ``f(step, steps)``, is called after every optimisation step of an
     epoch (progress displays within long epochs).
     measure_batch_size: batch size of measurement passes (default: the training batch size).
+    exact_bn: measure with the batch-norm statistics of the current weights on the whole training
+    set (:func:`.measure.exact_batchnorm_statistics`, recomputed before every measurement and
+    restored after it, so training is unchanged) instead of the running averages; with
+    ``measure_batch_size >= len(train)`` the measured eval-mode network is exactly the
+    training-mode network applied to the whole training set as one batch.
     sync_batchnorm: under DDP, convert the model's BatchNorm layers (in place) to
     ``nn.SyncBatchNorm`` (global batch statistics; CUDA only, see the module docstring); no
     effect on one process, where the local batch is the global one.
@@ -150,6 +156,7 @@ class Trainer:
         measure_batch_size: int | None = None,
         num_workers: int = 0,
         sync_batchnorm: bool = False,
+        exact_bn: bool = False,
     ) -> None:
         where = "Trainer"
         self.config = config
@@ -203,6 +210,7 @@ class Trainer:
         if measure_batch_size is not None:
             check_param("measure_batch_size", measure_batch_size, Interval(int, 1), where)
         self.measure_batch_size = self.batches.batch_size if measure_batch_size is None else int(measure_batch_size)
+        self.exact_bn = bool(exact_bn)
         self.optimizer = _build_optimizer(model.parameters(), config)
         self.scheduler = _build_scheduler(self.optimizer, config)
         self.nc_epochs = set(log_spaced_epochs(config.epochs, config.nc_points))
@@ -313,6 +321,17 @@ class Trainer:
         )
         return {**report, "eval_loss": float(sums[0] / sums[2]), "eval_error": float(sums[1] / sums[2])}
 
+    def _measurement_bn(self) -> AbstractContextManager[None]:
+        """The batch-norm statistics a measurement uses: the running ones, or (``exact_bn``) those
+        of this process's training shard in measurement batches (a last batch of one sample is
+        merged into the one before, as training-mode batch norm needs two)."""
+        if not self.exact_bn:
+            return nullcontext()
+        chunks = [c for c in self.batches.shard().split(self.measure_batch_size) if c.numel()]
+        if len(chunks) > 1 and len(chunks[-1]) < 2:
+            chunks[-2:] = [torch.cat(chunks[-2:])]
+        return exact_batchnorm_statistics(self.module, (self._to(x, y)[0] for x, y in self.source.batches(chunks)))
+
     @torch.no_grad()
     def _test(self, source: Any) -> dict[str, float]:
         idx = rank_shard(len(source), self.rank, self.world)
@@ -341,9 +360,10 @@ class Trainer:
             metrics: dict[str, float] = {}
             measured = self.epoch in self.nc_epochs
             if measured:
-                metrics.update(self._measure())
-                if self.test_source is not None:
-                    metrics.update(self._test(self.test_source))
+                with self._measurement_bn():
+                    metrics.update(self._measure())
+                    if self.test_source is not None:
+                        metrics.update(self._test(self.test_source))
             if self.epoch_metrics is not None:
                 metrics.update({k: float(v) for k, v in self.epoch_metrics(self.module).items()})
             self.module.train()
