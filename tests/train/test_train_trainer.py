@@ -279,10 +279,12 @@ def test_on_step_reports_every_step_of_every_epoch(data):
     assert Bar.shown == ["train (step 1/3)", "train (step 3/3)"]
 
 
-def test_exact_batchnorm_statistics_make_eval_mode_the_full_batch_network(data):
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_exact_batchnorm_statistics_make_eval_mode_the_full_batch_network(data, chunk):
     """Precise BN: inside the block the eval-mode network equals the training-mode network on the
-    whole set as one batch (float64: the two differ by the rounding of the same sums, a few eps
-    times the activations' scale); on exit the running statistics are restored."""
+    whole set as one batch, whether the inputs come as that one batch (one training-mode pass) or
+    in chunks (layer by layer): float64, the two differ by the rounding of the same sums, a few eps
+    times the activations' scale. On exit the running statistics are restored."""
     from collapselab.train import exact_batchnorm_statistics
 
     torch.manual_seed(0)
@@ -294,7 +296,7 @@ def test_exact_batchnorm_statistics_make_eval_mode_the_full_batch_network(data):
         before = {k: v.clone() for k, v in model.state_dict().items()}
         model.eval()
         lagging = model(data.X)
-        with exact_batchnorm_statistics(model, [data.X]):
+        with exact_batchnorm_statistics(model, [data.X] if chunk is None else list(data.X.split(chunk))):
             exact = model(data.X)
             assert not model.training
         assert model.training is False

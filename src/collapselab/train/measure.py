@@ -11,7 +11,7 @@ The pass also sums the loss and the classification errors.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..collapse import CollapseStatistics, FeatureCache
+from ..core.errors import ParameterError
 
 __all__ = ["capture_input", "exact_batchnorm_statistics", "measure_features"]
 
@@ -48,54 +49,86 @@ class capture_input:
 
 
 @contextmanager
-def exact_batchnorm_statistics(model: nn.Module, inputs: Iterable[torch.Tensor]) -> Iterator[None]:
-    """Inside the block the batch-norm layers of ``model`` hold the statistics of ``inputs`` (the
-    model keeps its mode); on exit their running statistics (and momentum) are restored, so
-    training continues unchanged.
+def exact_batchnorm_statistics(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Inside the block the batch-norm layers of ``model`` hold the exact statistics of the data
+    ``inputs`` (a sequence of batches, e.g. the whole training set): the mean and the biased
+    variance that training-mode batch norm would use on the concatenated batches. The model keeps
+    its mode; on exit the running statistics (and momentum) are restored, so training continues
+    unchanged. The eval-mode network inside the block is then exactly the training-mode network
+    applied to all of ``inputs`` as one batch.
 
     "Precise BN" (Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", Sec 3): the running
     statistics that eval mode divides by are an exponential average over past mini-batches of
-    past weights, so they lag and carry the noise of small batches; here they are recomputed by
-    training-mode forward passes of the current weights over ``inputs`` (the whole training set),
-    with ``momentum=None`` (the equal-weight average over the batches, as in
-    ``torch.optim.swa_utils.update_bn``). When ``inputs`` is one batch, the running variance is
-    rescaled from torch's unbiased estimate to the biased one that training mode divides by, so
-    the eval-mode network then equals the training-mode network applied to the whole set at
-    once (exact); over several batches it is the average of their batch statistics. A model
-    without batch norm is left untouched.
+    past weights, so they lag and carry the noise of small batches (docs/theory/square-loss.md).
+    One batch: one training-mode pass with ``momentum=None`` (as ``torch.optim.swa_utils.update_bn``),
+    its unbiased running variance rescaled to the biased one. Several batches: layer by layer
+    in forward order, one eval-mode pass each with float64 sums of the layer's input, so every
+    layer sees inputs normalised by the exact statistics of the layers before it (one pass per
+    batch-norm layer). A model without batch norm (or whose batch norm keeps no running
+    statistics) is left untouched.
     """
+    # layers built with track_running_stats=False normalise with batch statistics in eval mode too
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not layers:
-        yield
-        return
+    batches = [x for x in inputs if x.shape[0]]
+    if not batches:
+        raise ParameterError("exact_batchnorm_statistics: inputs hold no sample; pass the training inputs as a list of batches")
     saved = [(m.momentum, {k: v.clone() for k, v in m.named_buffers()}) for m in layers]
-    counts: dict[nn.Module, int] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args: counts.__setitem__(mod, counts.get(mod, 0) + args[0].numel() // args[0].shape[1])) for m in layers]
     was_training = model.training
     try:
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
         with torch.no_grad():
-            for x in inputs:
-                model(x)
-        for m in layers:
-            if int(m.num_batches_tracked) == 1 and counts.get(m, 0) > 1:
-                m.running_var.mul_((counts[m] - 1) / counts[m])
-        for h in hooks:
-            h.remove()
-        hooks = []
+            if len(batches) == 1:
+                _one_batch_statistics(model, layers, batches[0])
+            else:
+                _layerwise_statistics(model, layers, batches)
         model.train(was_training)
         yield
     finally:
-        for h in hooks:
-            h.remove()
         for m, (momentum, buffers) in zip(layers, saved):
             m.momentum = momentum
             for k, v in m.named_buffers():
                 v.copy_(buffers[k])
         model.train(was_training)
+
+
+def _one_batch_statistics(model: nn.Module, layers: list[nn.Module], x: torch.Tensor) -> None:
+    """One training-mode pass: each layer's running statistics become those of its input ``x``."""
+    counts: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: counts.__setitem__(mod, args[0].numel() // args[0].shape[1])) for m in layers]
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for m in layers:
+        n = counts.get(m, 0)
+        if n > 1:  # torch stores the unbiased variance; training mode normalises with the biased one
+            m.running_var.mul_((n - 1) / n)
+
+
+def _layerwise_statistics(model: nn.Module, layers: list[nn.Module], batches: list[torch.Tensor]) -> None:
+    """Layer by layer: the input's exact mean and biased variance over all ``batches`` (float64 sums)."""
+    model.eval()
+    for bn in layers:
+        sums: list[torch.Tensor] = []
+
+        def accumulate(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach().to(torch.float64).transpose(0, 1).flatten(1)  # (channels, samples x positions)
+            sums.append(torch.stack([torch.full_like(x[:, 0], x.shape[1]), x.sum(1), (x * x).sum(1)]))
+
+        handle = bn.register_forward_pre_hook(accumulate)
+        try:
+            for x in batches:
+                model(x)
+        finally:
+            handle.remove()
+        n, s1, s2 = torch.stack(sums).sum(0)
+        mean = s1 / n
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_((s2 / n - mean * mean).clamp_min(0.0))
 
 
 @torch.inference_mode()

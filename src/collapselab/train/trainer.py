@@ -133,7 +133,8 @@ class Trainer:
     set (:func:`.measure.exact_batchnorm_statistics`, recomputed before every measurement and
     restored after it, so training is unchanged) instead of the running averages; with
     ``measure_batch_size >= len(train)`` the measured eval-mode network is exactly the
-    training-mode network applied to the whole training set as one batch.
+    training-mode network applied to the whole training set as one batch. At those epochs
+    ``epoch_metrics`` see the same statistics (at the others, the running ones).
     sync_batchnorm: under DDP, convert the model's BatchNorm layers (in place) to
     ``nn.SyncBatchNorm`` (global batch statistics; CUDA only, see the module docstring); no
     effect on one process, where the local batch is the global one.
@@ -323,14 +324,14 @@ class Trainer:
 
     def _measurement_bn(self) -> AbstractContextManager[None]:
         """The batch-norm statistics a measurement uses: the running ones, or (``exact_bn``) those
-        of this process's training shard in measurement batches (a last batch of one sample is
-        merged into the one before, as training-mode batch norm needs two)."""
+        of this process's training shard, in measurement batches held in memory together (a last
+        batch of one sample is merged into the one before)."""
         if not self.exact_bn:
             return nullcontext()
         chunks = [c for c in self.batches.shard().split(self.measure_batch_size) if c.numel()]
         if len(chunks) > 1 and len(chunks[-1]) < 2:
             chunks[-2:] = [torch.cat(chunks[-2:])]
-        return exact_batchnorm_statistics(self.module, (self._to(x, y)[0] for x, y in self.source.batches(chunks)))
+        return exact_batchnorm_statistics(self.module, [self._to(x, y)[0] for x, y in self.source.batches(chunks)])
 
     @torch.no_grad()
     def _test(self, source: Any) -> dict[str, float]:
@@ -359,13 +360,13 @@ class Trainer:
                 log.info("terminal phase: training error reached 0 at epoch %d", self.epoch)
             metrics: dict[str, float] = {}
             measured = self.epoch in self.nc_epochs
-            if measured:
-                with self._measurement_bn():
+            with self._measurement_bn() if measured else nullcontext():
+                if measured:
                     metrics.update(self._measure())
                     if self.test_source is not None:
                         metrics.update(self._test(self.test_source))
-            if self.epoch_metrics is not None:
-                metrics.update({k: float(v) for k, v in self.epoch_metrics(self.module).items()})
+                if self.epoch_metrics is not None:
+                    metrics.update({k: float(v) for k, v in self.epoch_metrics(self.module).items()})
             self.module.train()
             record = EpochRecord(self.epoch, lr, train_loss, train_error, metrics, measured, self.terminal_epoch)
             if self.is_main:
