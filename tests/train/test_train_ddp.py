@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 
 SCRIPT = Path(__file__).with_name("train_ddp_worker.py")
+# one worker of pytest -n runs this module (its fixture runs once) and the other multi-process tests, one at a time (Makefile: make test)
+pytestmark = pytest.mark.xdist_group("processes")
 
 
 @pytest.fixture(scope="module")
