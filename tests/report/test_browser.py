@@ -22,7 +22,7 @@ from collapselab.report import build_report, collect_runs
 
 pytestmark = [
     pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed: `make test` installs it (as root: apt-get install chromium); the report's browser test is skipped"),
-    pytest.mark.xdist_group("report"),  # one worker of pytest -n runs the module: its fixture (two quick runs) runs once
+    pytest.mark.xdist_group("report"),  # one pytest-xdist worker for the module, so its fixture (two quick runs) runs once (Makefile: make test)
 ]
 
 CHECKS = """(async () => {

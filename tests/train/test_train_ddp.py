@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 SCRIPT = Path(__file__).with_name("train_ddp_worker.py")
-# one worker of pytest -n runs this module (its fixture runs once) and the other multi-process tests, one at a time (Makefile: make test)
+# starts two processes: this module (its fixture once) and the other multi-process tests run one at a time on one pytest-xdist worker (Makefile: make test)
 pytestmark = pytest.mark.xdist_group("processes")
 
 
