@@ -42,7 +42,7 @@ run: $(STAMP) data
 NUMERICS_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYPE=Prescott
 
 # Both passes run on TEST_WORKERS worker processes (pytest-xdist; the suite is sized for 2 cores,
-# `make test TEST_WORKERS=auto` takes one per core); plain `pytest tests` runs the same tests in
+# `make test TEST_WORKERS=auto` takes one per core, TEST_WORKERS=0 none); plain `pytest tests` runs the same tests in
 # one process. The tests that start two processes of their own (DDP, torchrun, --jobs 2) carry
 # xdist_group("processes"), so that --dist loadgroup runs them on one worker one after the other,
 # and a module whose fixture is expensive is one group, so that the fixture runs once. pytest-xdist
