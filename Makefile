@@ -41,9 +41,19 @@ run: $(STAMP) data
 # oldest x86-64 kernels (numpy), so a tolerance that holds only on this CPU fails here, not elsewhere.
 NUMERICS_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYPE=Prescott
 
+# Both passes run on TEST_WORKERS worker processes (pytest-xdist; the suite is sized for 2 cores,
+# `make test TEST_WORKERS=auto` takes one per core, TEST_WORKERS=0 none); plain `pytest tests` runs the same tests in
+# one process. The tests that start two processes of their own (DDP, torchrun, --jobs 2) carry
+# xdist_group("processes"), so that --dist loadgroup runs them on one worker one after the other,
+# and a module whose fixture is expensive is one group, so that the fixture runs once. pytest-xdist
+# 3.8.0 ignores these groups under pytest >= 9.2 (github.com/pytest-dev/pytest-xdist/issues/1386):
+# the suite then runs as with --dist load, correct, with those fixtures run on both workers.
+TEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP) data browser
-	$(VENV)/bin/python -m pytest -q tests
-	$(NUMERICS_ENV) $(VENV)/bin/python -m pytest -q -m numerics tests
+	$(PYTEST) -q tests
+	$(NUMERICS_ENV) $(PYTEST) -q -m numerics tests
 
 # The documentation site (docs/_build/html/index.html), built strictly: a warning, a broken
 # reference, a missing page or a failing tutorial is an error. tests/docs runs the same build.

@@ -126,6 +126,7 @@ def test_metrics_and_construct_json_on_stdout(tmp_path):
     assert float((out - data.Y[data.labels]).abs().max()) < 1e-10
 
 
+@pytest.mark.xdist_group("processes")  # starts two processes: with the others, one at a time on one pytest-xdist worker (Makefile: make test)
 def test_reproduce_jobs_runs_experiments_in_worker_processes(tmp_path):
     names = ["standard-loss-collapsed", "standard-loss-clustered"]
     res = invoke("reproduce", "--quick", "--jobs", "2", *[a for n in names for a in ("--only", n)], "--out", str(tmp_path))

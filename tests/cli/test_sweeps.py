@@ -83,6 +83,7 @@ def test_a_failing_seed_fails_the_sweep_but_keeps_the_others(tmp_path, tiny):
     assert rep.exit_code == 1 and "2/4" in rep.output and "seed 2: ERROR" in rep.output
 
 
+@pytest.mark.xdist_group("processes")  # starts two processes: with the others, one at a time on one pytest-xdist worker (Makefile: make test)
 def test_jobs_run_seeds_in_worker_processes(tmp_path, tiny):
     summary = run_sweep("tiny", {"steps": 6, "crash_seed": 1}, [0, 1, 2], out=tmp_path, jobs=2)
     assert [r.verdict for _, r in summary.runs] == ["PASS", "ERROR", "PASS"]

@@ -149,6 +149,7 @@ def _rank(rank: int, world: int, init: str, out: str, fh: str, fy: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.xdist_group("processes")  # starts two processes: with the others, one at a time on one pytest-xdist worker (Makefile: make test)
 def test_two_processes_each_reading_half_equal_one(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     H, y, _, _ = _data(7, N=1001, offset=1e3)

@@ -105,6 +105,7 @@ def _worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.xdist_group("processes")  # starts two processes: with the others, one at a time on one pytest-xdist worker (Makefile: make test)
 def test_two_process_gloo_all_reduce_equals_one_pass(tmp_path, monkeypatch):
     # the spawned children unpickle _worker by its module name (tests.collapse.test_streaming
     # under --import-mode=importlib): put the repository root on their sys.path

@@ -45,7 +45,9 @@ def test_docs_build_strictly(tmp_path) -> None:
         pytest.fail("the docs extra is not installed: pip install -e '.[docs]' (make test installs it)")
     src = tmp_path / "docs"
     shutil.copytree(ROOT / "docs", src, ignore=shutil.ignore_patterns("_build", "generated", "sg_execution_times.rst", "__pycache__"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "MPLBACKEND": "Agg"}
+    # one OpenMP thread for the tutorials' torch, as in the rest of the suite (tests/conftest.py): under
+    # `make test`'s two pytest workers a multi-threaded build would compete with the other worker
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html", str(src), str(tmp_path / "html")],
         capture_output=True, text=True, env=env, cwd=tmp_path,

@@ -20,6 +20,8 @@ from collapselab.integrations._monitor import scalars  # noqa: E402
 from .compare import close_histories, close_rows  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("hf_worker.py")
+# starts two processes: this module (its fixture once) and the other multi-process tests run one at a time on one pytest-xdist worker (Makefile: make test)
+pytestmark = pytest.mark.xdist_group("processes")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 

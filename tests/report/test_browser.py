@@ -20,7 +20,10 @@ from collapselab.core.store import RunFolder
 from collapselab.experiments import run_experiment
 from collapselab.report import build_report, collect_runs
 
-pytestmark = pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed: `make test` installs it (as root: apt-get install chromium); the report's browser test is skipped")
+pytestmark = [
+    pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed: `make test` installs it (as root: apt-get install chromium); the report's browser test is skipped"),
+    pytest.mark.xdist_group("report"),  # one pytest-xdist worker for the module, so its fixture (two quick runs) runs once (Makefile: make test)
+]
 
 CHECKS = """(async () => {
   const images = [...document.images];

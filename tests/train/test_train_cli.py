@@ -126,6 +126,7 @@ def test_resume_of_an_experiment_run_is_refused(tmp_path):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xdist_group("processes")  # starts two processes: with the others, one at a time on one pytest-xdist worker (Makefile: make test)
 def test_torchrun_two_processes_give_the_single_process_metrics(npz, tmp_path):
     # 30 samples in batches of 8: the last batch has 6 samples, 3 per rank
     assert invoke(npz, *TINY, "--out", tmp_path / "one").exit_code == 0

@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 
 SCRIPT = Path(__file__).with_name("train_ddp_worker.py")
+# starts two processes: this module (its fixture once) and the other multi-process tests run one at a time on one pytest-xdist worker (Makefile: make test)
+pytestmark = pytest.mark.xdist_group("processes")
 
 
 @pytest.fixture(scope="module")
