@@ -46,8 +46,8 @@ NUMERICS_ENV := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYP
 # one process. The tests that start two processes of their own (DDP, torchrun, --jobs 2) carry
 # xdist_group("processes"), so that --dist loadgroup runs them on one worker one after the other,
 # and a module whose fixture is expensive is one group, so that the fixture runs once. pytest-xdist
-# 3.8.0 ignores these groups under pytest >= 9.2 (github.com/pytest-dev/pytest-xdist/issues/1386):
-# the suite then runs as with --dist load, correct, with those fixtures run on both workers.
+# 3.8.0 ignores these groups under pytest 9.2 (github.com/pytest-dev/pytest-xdist/issues/1386), so
+# the test extra keeps pytest below 9.2 (checked: 9.1.1 keeps a group on one worker, 9.2.0 splits it).
 TEST_WORKERS ?= 2
 PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
