@@ -13,11 +13,6 @@ from collapselab.experiments._stats import derived_seeds, equivalence_test, tren
 TRAINING = ["terminal-phase", "square-loss-cnn", "square-loss-random-labels", "ulpm-vgg"]
 
 
-# square-loss-random-labels: at the quick scale neither trend is testable at level 1e-3; its quick
-# tier records both trend claims as not applicable (with the reason) and checks the label-noise protocol.
-QUICK_UNTESTED = {"square-loss-random-labels"}
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("name", "seed"), [("terminal-phase", 3), ("terminal-phase", 8), ("square-loss-cnn", 5), ("square-loss-random-labels", 6), ("ulpm-vgg", 7)])
 def test_quick_experiment_claims_pass_at_other_seeds(name, seed, tmp_path, claims_catalogue):
@@ -26,12 +21,7 @@ def test_quick_experiment_claims_pass_at_other_seeds(name, seed, tmp_path, claim
     failed = [(c.id, c.measured) for c in result.claims if c.passed is False]
     assert result.claims and not failed, failed
     assert all(c.tolerance_reason.strip() and c.reference.strip() for c in result.claims)
-    if name in QUICK_UNTESTED:
-        trends = [c for c in result.claims if c.id.endswith("-grows-with-random-labels")]
-        assert len(trends) == 2 and all(c.comparator == "not_applicable" and "quick tier" in c.tolerance_reason for c in trends)
-        assert any(c.passed for c in result.claims)
-    else:
-        assert any(c.comparator == "test" and c.passed for c in result.claims)
+    assert any(c.comparator == "test" and c.passed for c in result.claims)
     assert list((result.path / "figures").glob("*.png"))
     assert (result.path / "checkpoint.pt").exists() and (result.path / "metrics.csv").exists()
 
@@ -71,6 +61,34 @@ def test_trend_test_needs_a_trend():
     # one seed rising cancels against one falling (Stouffer), it is not ignored (as Fisher would)
     mixed = [falling[0], {e: float(e) for e in epochs}]
     assert trend_test(mixed, [1, 1]).p_value > 0.4
+
+
+@pytest.mark.parametrize("tier", ["quick", "middle"])
+def test_random_label_trends_fail_without_an_effect(tier):
+    """The random-label trend claims pass on values that grow with the fraction (plus noise) and fail
+    on the same values with the fraction's effect switched off; the quick tier does not test rho."""
+    from collapselab.experiments import square_loss_random_labels as rl
+
+    cfg = resolve_config(get_experiment("square-loss-random-labels"), {"tier": tier}, quick=tier == "quick")
+    verdicts = {}
+
+    class Ctx:
+        def claim_test(self, cid, *_a, p_value, level, **_k):
+            verdicts[cid] = p_value <= level
+
+        def claim_not_applicable(self, cid, *_a, **_k):
+            verdicts[cid] = None
+
+        def claim_close(self, cid, *_a, **_k):
+            pass
+
+    rng = np.random.default_rng(2)
+    for effect in (1.0, 0.0):
+        finals = [{"fraction": r, "seed": s, "rho": 10.0 * np.exp(effect * r + 0.05 * rng.standard_normal()), "test_error": 0.1 + effect * r / 2 + 0.01 * rng.standard_normal(),
+                   "redrawn": 10, "changed": 5} for s in range(cfg.n_seeds) for r in cfg.fractions]
+        rl._claims(Ctx(), cfg, finals)
+        rho_verdict = None if tier == "quick" else effect > 0
+        assert verdicts == {"rho-grows-with-random-labels": rho_verdict, "test-error-grows-with-random-labels": effect > 0}, (effect, verdicts)
 
 
 def test_equivalence_and_seeds():
