@@ -63,6 +63,31 @@ def test_trend_test_needs_a_trend():
     assert trend_test(mixed, [1, 1]).p_value > 0.4
 
 
+def test_exact_bn_twin_is_the_training_mode_network():
+    """The eval-mode twin with exact BN statistics computes what the training-mode network computes on
+    the same full batch; they differ only by BN's unbiased (running) against biased (batch) variance,
+    a factor sqrt(n / (n - 1)) per layer with n = 32 images x 16^2, 8^2, 4^2 positions per channel:
+    relative 1/(2 * 8191) + 1/(2 * 2047) + 1/(2 * 511) = 1.3e-3 in all, plus float32 rounding."""
+    import copy
+
+    import torch
+
+    from collapselab.experiments.square_loss_random_labels import exact_bn_twin
+    from collapselab.train.protocols import binary_fashion_mnist, seed002_model
+
+    X = binary_fashion_mnist([0, 2], 16, 1).X
+    model = seed002_model(0.1, channels=[8, 16, 32], seed=3)
+    running = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        want = copy.deepcopy(model).train()(X)
+        got = exact_bn_twin(model, X)(X)
+        stale = model.eval()(X)  # running statistics at their initialisation (mean 0, variance 1)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in running.items())  # the trained model is untouched
+    scale = float(want.abs().max())
+    assert float((got - want).abs().max()) <= 1.5e-3 * scale
+    assert float((stale - want).abs().max()) > 0.1 * scale
+
+
 @pytest.mark.parametrize("tier", ["quick", "middle"])
 def test_random_label_trends_fail_without_an_effect(tier):
     """The random-label trend claims pass on values that grow with the fraction (plus noise) and fail
