@@ -88,6 +88,22 @@ def test_exact_bn_twin_is_the_training_mode_network():
     assert float((stale - want).abs().max()) > 0.1 * scale
 
 
+def test_random_labels_of_one_seed_are_nested():
+    """square-loss-random-labels relies on it (common random numbers across fractions; the label-noise
+    claim pools only each seed's largest fraction): with one seed, the labels a smaller fraction
+    redraws are redrawn, to the same values, at every larger fraction."""
+    import torch
+
+    from collapselab.train import randomise_labels
+
+    clean = torch.arange(64) % 2
+    for seed in range(5):
+        draws = [randomise_labels(clean, r, 2, generator=torch.Generator().manual_seed(seed)) for r in (0.2, 0.5, 1.0)]
+        for small, large in zip(draws, draws[1:]):
+            changed = small != clean
+            assert changed.any() and torch.equal(small[changed], large[changed])
+
+
 @pytest.mark.parametrize("tier", ["quick", "middle"])
 def test_random_label_trends_fail_without_an_effect(tier):
     """The random-label trend claims pass on values that grow with the fraction (plus noise) and fail
