@@ -12,8 +12,8 @@ fractions of one seed differ only in their labels.
 
 Measurement (every tier): ``rho``, the training error and the test error are those of the
 eval-mode network with **exact training-set BN statistics** ("precise BN":
-:func:`exact_bn_twin`, ``torch.optim.swa_utils.update_bn`` over one batch of the whole training
-set, on a copy; training itself is untouched), at log-spaced epochs and at every epoch of the
+:func:`collapselab.train.exact_batchnorm_statistics` over one batch of the whole training
+set, restored after each measurement; training itself is untouched), at log-spaced epochs and at every epoch of the
 last 10 %. The authors' ``rho`` with BN running statistics is logged beside it (``rho_running``).
 With one step per epoch (the middle tier) the running statistics are no measurement of the
 network: the first BN layer's running variance starts at 1 against a true 1e-5 and needs about
@@ -64,7 +64,6 @@ failed at 2 of 14 run seeds (docs/results/training.md).
 
 from __future__ import annotations
 
-import copy
 from typing import Annotated, Any
 
 import matplotlib
@@ -76,10 +75,9 @@ import torch  # noqa: E402
 from pydantic import Field  # noqa: E402
 from scipy import stats  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.optim.swa_utils import update_bn  # noqa: E402
 
 from ..toy import rho  # noqa: E402
-from ..train import Series, TrainConfig, Trainer, log_spaced_epochs, randomise_labels  # noqa: E402
+from ..train import Series, TrainConfig, Trainer, exact_batchnorm_statistics, log_spaced_epochs, randomise_labels  # noqa: E402
 from ..train.protocols import binary_fashion_mnist, seed002_model  # noqa: E402
 from ._base import Experiment, RunContext  # noqa: E402
 from ._stats import derived_seeds  # noqa: E402
@@ -166,19 +164,10 @@ def measured_epochs(epochs: int, points: int) -> frozenset[int]:
     return frozenset(log_spaced_epochs(epochs, points)) | frozenset(tail_epochs(epochs))
 
 
-def exact_bn_twin(model: nn.Module, X: torch.Tensor) -> nn.Module:
-    """A copy of ``model`` in eval mode whose BN statistics are the exact mean and (unbiased) variance over
-    its training inputs ``X``: ``torch.optim.swa_utils.update_bn`` over one batch of all of ``X`` ("precise
-    BN"; with ``momentum=None`` the cumulative average over one batch is that batch's statistics). The
-    trained model and its running statistics are left as they are."""
-    twin = copy.deepcopy(model)
-    update_bn([X], twin)
-    return twin.eval()
-
-
 class ExactBNMetrics:
     """The trainer's ``epoch_metrics``: at ``rho_epochs``, ``rho_running`` (the authors' ``rho``, BN running
-    statistics) and, on the eval-mode network with exact training-set BN statistics (:func:`exact_bn_twin`),
+    statistics) and, on the eval-mode network with exact training-set BN statistics
+    (:func:`collapselab.train.exact_batchnorm_statistics`),
     ``rho`` and ``train_error_eval`` (its error on the labels it is trained on); at the ``test_epochs`` (a
     subset of ``rho_epochs``) also ``test_error`` (clean test labels). ``train`` / ``test``: ``(X, labels)``
     on the model's device. Why not the running statistics: see the module docstring.
@@ -192,10 +181,12 @@ class ExactBNMetrics:
         epoch = self.trainer.epoch
         if epoch not in self.rho_epochs:
             return {}
-        twin = exact_bn_twin(model, self.train[0])
-        row = {"rho_running": float(rho(model)), "rho": float(rho(twin)), "train_error_eval": self._error(twin, *self.train)}
-        if epoch in self.test_epochs:
-            row["test_error"] = self._error(twin, *self.test)
+        row = {"rho_running": float(rho(model))}
+        with exact_batchnorm_statistics(model, [self.train[0]]):
+            model.eval()
+            row.update(rho=float(rho(model)), train_error_eval=self._error(model, *self.train))
+            if epoch in self.test_epochs:
+                row["test_error"] = self._error(model, *self.test)
         return row
 
     def _error(self, net: nn.Module, X: torch.Tensor, labels: torch.Tensor) -> float:
