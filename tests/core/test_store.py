@@ -45,15 +45,22 @@ def test_create_writes_config_and_refuses_existing(tmp_path):
 
 
 def test_metrics_rows_appended_and_flushed(tmp_path, monkeypatch):
+    """Each row reaches the file at once (another reader sees it); the disk sync waits for the next
+    checkpoint or the run's end, so a checkpoint never covers rows a system crash could lose."""
     run = RunFolder.create(tmp_path, "demo", {}, run_id="r")
-    synced: list[int] = []
+    synced: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(store.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(store.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
     for step in range(3):
         run.log_metrics({"step": step, "cost": 0.1 * step + 0.2, "tensor": torch.tensor(float(step))})
         # readable by another reader right away, one row per call
         assert len(_rows(run.path)) == step + 2
-        assert len(synced) == step + 1
+    assert not synced
+    run.save_checkpoint({"step": 2})
+    assert synced and synced[0] == str(run.path / "metrics.csv")
+    synced.clear()
+    run.write_status("finished")
+    assert synced and synced[0] == str(run.path / "metrics.csv")
     rows = _rows(run.path)
     assert rows[0] == ["step", "cost", "tensor"]
     assert rows[2] == ["1", repr(0.1 * 1 + 0.2), "1.0"]

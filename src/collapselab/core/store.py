@@ -16,7 +16,9 @@
       log.txt
 
 A crash loses at most the steps since the last checkpoint: every metrics row is
-flushed and fsync'ed, claims, figures and checkpoints are rewritten atomically
+flushed (a killed process loses none) and metrics.csv is fsync'ed before each checkpoint
+and when the run ends (so no checkpoint covers rows a system crash could lose, while a
+row costs no disk sync), claims, figures and checkpoints are rewritten atomically
 (:mod:`collapselab.core._files`: a new file keeps the user's umask), and a checkpoint records how many metrics rows it covers
 and a digest of config.json. :meth:`RunFolder.load_checkpoint` checks the three against
 each other: rows logged after the checkpoint and a row cut in the middle are dropped, a
@@ -194,6 +196,8 @@ class RunFolder:
         """Record (atomically) whether the run is ``running``, ``finished`` or ``failed`` (with ``error``)."""
         if status not in STATUSES:
             raise ConfigError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        if status != "running":
+            self._sync_metrics()
         doc: dict[str, Any] = {"status": status, "updated": _now()}
         if error is not None:
             doc["error"] = error
@@ -236,7 +240,8 @@ class RunFolder:
 
     # -- metrics ---------------------------------------------------------------------
     def log_metrics(self, row: dict[str, Any]) -> None:
-        """Append one row to metrics.csv and flush it to disk.
+        """Append one row to metrics.csv (written through to the operating system at once;
+        synced to disk before the next checkpoint).
 
         The first row fixes the columns; a later row may omit columns (left blank) but
         may not add new ones, so the file stays one rectangular table.
@@ -257,9 +262,14 @@ class RunFolder:
         csv.writer(buf).writerow([row.get(c, "") for c in self._columns])
         with self._writing(path), open(path, "a", newline="") as fh:
             fh.write(buf.getvalue())  # one write per row: a crash cuts at most the last row
-            fh.flush()
-            os.fsync(fh.fileno())
         self._rows += 1
+
+    def _sync_metrics(self) -> None:
+        """fsync metrics.csv: the rows logged so far survive a system crash."""
+        path = self.path / METRICS
+        if path.exists():
+            with self._writing(path), open(path, "rb") as fh:
+                os.fsync(fh.fileno())
 
     def num_metric_rows(self) -> int:
         """Complete data rows in metrics.csv (the header excluded)."""
@@ -308,6 +318,7 @@ class RunFolder:
     # -- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomically write ``state`` plus the metrics row count and the config digest to checkpoint.pt."""
+        self._sync_metrics()
         payload = dict(state)
         payload["_metrics_rows"] = self.num_metric_rows()
         payload["_config_digest"] = self._config_digest()
