@@ -12,7 +12,7 @@ product of the BN running-std norms (``collapselab.toy.rho``); normalised margin
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,11 +20,13 @@ from torch import nn
 
 from ..collapse import margins
 from ..core.data import load_fashion_mnist
+from ..core.errors import ParameterError
 from ..toy import rho
 from .data import as_images
 from .models import SquareLossConvNet, scale_conv_init
+from .trainer import Trainer
 
-__all__ = ["BinaryImages", "binary_fashion_mnist", "seed002_model", "rho_metrics", "normalised_margins", "bn_settled_epoch"]
+__all__ = ["BinaryImages", "binary_fashion_mnist", "seed002_model", "rho_metrics", "normalised_margins", "bn_settled_epoch", "exact_bn_statistics", "measure_with_exact_bn", "exempt_from_weight_decay"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,82 @@ def bn_settled_epoch(num_samples: int, batch_size: int, epochs: int, momentum: f
     steps = math.ceil(math.log(forget) / math.log(1.0 - momentum))
     per_epoch = math.ceil(num_samples / batch_size)
     return min(epochs, max(1, math.ceil(steps / per_epoch)))
+
+
+@torch.no_grad()
+def exact_bn_statistics(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> None:
+    """Set every BatchNorm layer's running mean and variance to the exact statistics of its
+    input over the whole training set ``X`` ("precise BN"): the population mean and the
+    biased variance, the ones a training-mode pass over ``X`` as one batch normalises with.
+
+    Layer by layer in forward order, each from one eval-mode pass in chunks of ``batch_size``
+    (float64 sums), so that every layer sees inputs normalised by the exact statistics of the
+    layers before it: the eval-mode network then equals the training-mode network on the full
+    batch ``X``, whatever the chunk size. Running statistics of mini-batches lag the weights
+    (momentum 0.1 forgets in about 45 steps) and carry the noise of a few samples; ``rho``
+    divides by them, so without this it measures the BN buffers as much as the network.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was = model.training
+    model.eval()
+    p0 = next(model.parameters())
+    for bn in layers:
+        sums: list[torch.Tensor] = []
+
+        def accumulate(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach().to(torch.float64).transpose(0, 1).flatten(1)  # (channels, samples x positions)
+            sums.append(torch.stack([torch.full_like(x[:, 0], x.shape[1]), x.sum(1), (x * x).sum(1)]))
+
+        handle = bn.register_forward_pre_hook(accumulate)
+        try:
+            for xb in X.split(batch_size):
+                model(xb.to(p0.device, p0.dtype))
+        finally:
+            handle.remove()
+        n, s1, s2 = torch.stack(sums).sum(0)
+        mean = s1 / n
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_((s2 / n - mean * mean).clamp_min(0.0))
+    model.train(was)
+
+
+def measure_with_exact_bn(trainer: Trainer, X: torch.Tensor, metrics: Callable[[nn.Module], Mapping[str, float]]) -> None:
+    """Make ``trainer`` measure at its log-spaced NC epochs only, with exact BN statistics.
+
+    After the last step of every epoch the trainer will measure (``trainer.nc_epochs``) the
+    BN running statistics are reset to the exact statistics of the training set ``X``
+    (:func:`exact_bn_statistics`), so that its measurements there (NC metrics, test error and
+    ``metrics(model)``, which becomes its ``epoch_metrics``) see the eval-mode network with
+    exact training-set BN statistics; at the other epochs ``metrics`` is not evaluated (the
+    running statistics there are the lagging mini-batch ones). Uses the trainer's ``on_step``
+    hook, which must not be set already.
+    """
+    if trainer.on_step is not None:
+        raise ParameterError("measure_with_exact_bn: the trainer's on_step hook is already set; chain the two hooks in one function instead")
+
+    def on_step(step: int, steps: int) -> None:
+        if step == steps and trainer.epoch + 1 in trainer.nc_epochs:
+            exact_bn_statistics(trainer.module, X)
+
+    def measured(model: nn.Module) -> Mapping[str, float]:
+        return metrics(model) if trainer.epoch in trainer.nc_epochs else {}
+
+    trainer.on_step = on_step
+    trainer.epoch_metrics = measured
+
+
+def exempt_from_weight_decay(optimizer: torch.optim.Optimizer, params: Sequence[nn.Parameter]) -> None:
+    """Move ``params`` out of the optimizer's parameter groups into one group of their own
+    with ``weight_decay=0`` (same learning rate and momentum): e.g. the last-layer bias, which
+    Theorem 3 of Rangamani et al. 2022 (corrected: docs/theory/errata.md) needs unpenalised.
+    Call it before the first step (the moved parameters have no optimizer state yet)."""
+    ids = {id(p) for p in params}
+    found = [p for g in optimizer.param_groups for p in g["params"] if id(p) in ids]
+    if len(found) != len(ids):
+        raise ParameterError(f"exempt_from_weight_decay: {len(ids) - len(found)} of the {len(ids)} parameters are not in the optimizer; pass parameters of the optimized model")
+    if any(p in optimizer.state for p in found):
+        raise ParameterError("exempt_from_weight_decay: the parameters already have optimizer state; call it before the first step")
+    for g in optimizer.param_groups:
+        g["params"] = [p for p in g["params"] if id(p) not in ids]
+    base = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    optimizer.add_param_group({**base, "params": found, "weight_decay": 0.0})
