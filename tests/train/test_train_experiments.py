@@ -143,3 +143,22 @@ def test_mse_learning_rates_sit_inside_the_heavy_ball_stability_edge():
         for init in (0.1, 5.0):
             lam = _mse_classifier_curvature(seed002_model(init, channels=cfg.channels, seed=0), data.X, 2)
             assert cfg.lr * lam < edge / 2, (name, init, lam)
+
+
+def test_square_loss_cnn_rho_trend_starts_on_the_theorys_side_of_rho_eq_and_fails_without_a_trend():
+    """The rho claims test each run from its first measured epoch with rho on the claimed side of
+    rho_eq = mu/M; a run that never gets there, or a flat rho, gives no evidence (p = 1)."""
+    from collapselab.experiments._stats import trend_test
+    from collapselab.experiments.square_loss_cnn import _measured, _rho_eq_side
+
+    def run(rho, rho_eq):
+        return {"rows": [{"epoch": e, "rho": r, "rho_eq": q, "nc1": 0.0} for e, (r, q) in enumerate(zip(rho, rho_eq), start=1)]}
+
+    shrinking = run([900.0, 400.0, 200.0, 120.0, 100.0, 93.0], [1.0, 5.0, 30.0, 80.0, 95.0, 94.0])
+    assert _rho_eq_side(shrinking, True, 99) == 1 and _rho_eq_side(shrinking, False, 99) == 6
+    assert trend_test([_measured(shrinking, "rho")], [1], decreasing=True).p_value < 0.01
+    below = run([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0])
+    assert _rho_eq_side(below, True, 99) == 99
+    assert trend_test([_measured(below, "rho")], [99], decreasing=True).p_value == 1.0
+    flat = run([50.0] * 6, [1.0] * 6)
+    assert trend_test([_measured(flat, "rho")], [_rho_eq_side(flat, True, 99)], decreasing=True).p_value > 0.5
