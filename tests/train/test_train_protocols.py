@@ -82,3 +82,9 @@ def test_exempt_from_weight_decay_leaves_the_bias_undecayed():
         exempt_from_weight_decay(opt, [model.classifier.weight])
     with pytest.raises(ParameterError, match="not in the optimizer"):
         exempt_from_weight_decay(torch.optim.SGD([bias], lr=0.1), [model.classifier.weight])
+
+
+def test_exact_bn_statistics_refuses_batch_norm_without_running_statistics():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2, track_running_stats=False))
+    with pytest.raises(ParameterError, match="track_running_stats=True"):
+        exact_bn_statistics(model, torch.randn(4, 1, 8, 8))

@@ -98,6 +98,8 @@ def exact_bn_statistics(model: nn.Module, X: torch.Tensor, batch_size: int = 102
     divides by them, so without this it measures the BN buffers as much as the network.
     """
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if any(bn.running_mean is None or bn.running_var is None for bn in layers):
+        raise ParameterError("exact_bn_statistics: a BatchNorm layer keeps no running statistics (track_running_stats=False); build it with track_running_stats=True")
     was = model.training
     model.eval()
     p0 = next(model.parameters())
