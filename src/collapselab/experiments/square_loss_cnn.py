@@ -30,19 +30,14 @@ seed. Claims (Sec 7, Figs 2-4 and 14-15; Theorem 3), each a statistical test ove
   init 0.01 the conv biases dominate the tiny weights for the first steps and rho starts far
   above ``rho_eq``; the test starts where the growth phase does. A run that never reaches the
   claimed side is not tested and counts as no evidence.
-- with weight decay the final rho is nearly independent of the init (Fig 2 top row, Fig 14).
-  When training spans at least 50 weight-decay time scales ``(1 - momentum)/(lr wd)`` steps
-  (the paper's 1000 epochs span 94), this endpoint is tested: equivalence test (TOST) that the
-  mean over seeds of ``log rho_final(largest init) - log rho_final(smallest init)`` lies within
-  ``log 2``. With fewer (the middle tier spans 2, the quick tier 4.8) the init is still being
-  forgotten at the end, and what is tested is the forgetting itself, against the runs without
-  weight decay: per seed, the init's imprint ``g(t) = |log rho_largest(t) - log rho_smallest(t)|``
-  at the measured epochs, with weight decay minus the same seed's gap without it
-  (:func:`gap_contrast`), decreases (Kendall's tau, Stouffer-combined). The gap alone is not
-  the test: it shrinks without weight decay too, as rho relaxes to ``rho_eq`` from both inits
-  (p from 1e-11 to 1e-25 on the weight-decay-free quick runs), while the contrast has no trend
-  when weight decay does nothing. It applies from 1 time scale on and needs weight decay 0 among
-  ``weight_decays``; otherwise the claim is recorded as not applicable;
+- with weight decay the final rho is nearly independent of the init (Fig 2 top row, Fig 14):
+  from 50 weight-decay time scales ``(1 - momentum)/(lr wd)`` steps on (the paper's 1000 epochs
+  span 94), TOST that the mean over seeds of ``log rho_final(largest init) - log
+  rho_final(smallest init)`` lies within ``log 2``; from 1 to 50 (middle tier 2, quick 4.8), where
+  the init is still being forgotten, the forgetting against the weight-decay-free runs: per seed
+  the gap ``|log rho_largest(t) - log rho_smallest(t)|`` with weight decay minus the same seed's
+  gap without it (:func:`gap_contrast`) decreases (Kendall's tau, Stouffer). The gap alone also
+  shrinks without weight decay (rho relaxes to ``rho_eq`` from both inits), the contrast does not;
 - with weight decay the margins concentrate (Fig 3 left, Fig 4: "the histogram narrows as
   training progresses"): the coefficient of variation ``sigma/mu`` of the normalised margins
   decreases from each run's terminal-phase onset (all margins positive) on;
@@ -96,11 +91,9 @@ weight decay is not stable for ever: the scale-invariant conv weights shrink unt
 effective learning rate crosses the stability edge and rho jumps (the periodic instability of
 BN with weight decay); in the quick runs rho first jumps at epochs 100-180, after the
 terminal-phase onsets (epochs 20-95) the collapse claims are tested from. The jumps make the endpoint
-noisy: over run seeds 0-9 the 30 final log ratios ``log rho(5) - log rho(0.01)`` at weight
-decay 0.2 have mean -0.06 (against +4.0 without weight decay) but standard deviation 1.7, so
-a TOST with margin log 2 at level 1e-3 would need about 70 seeds; the series contrast above
-uses all 32 measured epochs; on the series of a quick sweep over run seeds 0-9, 31-34 and
-1234 its p-value was at most 1.1e-38.
+noisy (over run seeds 0-9 the final log ratios ``log rho(5) - log rho(0.01)`` at weight decay
+0.2 have mean -0.06 but standard deviation 1.7: a TOST within log 2 at level 1e-3 would need
+about 70 seeds); the contrast uses all 32 measured epochs.
 """
 
 from __future__ import annotations
