@@ -320,13 +320,13 @@ def _init_imprint_claim(ctx: RunContext, cfg: Config, runs: Runs, steps: int) ->
              f"log rho(init {small:g})| with weight decay minus the same seed's gap without it decreases over the measured epochs (the paper's 'final rho nearly "
              f"independent of the init' is where this forgetting ends; training here spans {scales:.1f} weight-decay time scales, fewer than the "
              f"{MIN_TIME_SCALES:g} its endpoint test needs)")
-    res = trend_test(contrast, [min(c) for c in contrast], decreasing=True)
+    res = trend_test(contrast, [min(c, default=0) for c in contrast], decreasing=True)
     ctx.claim_test(
         cid, claim, src, test=f"one-sided Kendall's tau per seed of gap(wd {wd:g}) - gap(wd 0) against the epoch, Stouffer-combined over {len(res.taus)} seeds",
         statistic=res.statistic, p_value=res.p_value, level=LEVEL,
         measured={**res.summary(), "median_final_gap_wd": float(np.median([g[max(g)] for g in gaps])), "median_final_gap_no_wd": float(np.median([g[max(g)] for g in gaps0])),
                   "time_scales": scales},
-        reason=(f"{CONTRAST_REASON.format(n=len(res.taus))}" + (f"; {QUICK_REASON}" if cfg.tier == "quick" else "")),
+        reason=CONTRAST_REASON.format(n=len(res.taus)) + (f"; {QUICK_REASON}" if cfg.tier == "quick" else ""),
         reference="the same seeds' gap between the two inits trained without weight decay (same initial weights and data; null: weight decay leaves the gap as it is, tau 0)",
     )
 
