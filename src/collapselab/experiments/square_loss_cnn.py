@@ -324,7 +324,7 @@ def _init_imprint_claim(ctx: RunContext, cfg: Config, runs: Runs, steps: int) ->
     ctx.claim_test(
         cid, claim, src, test=f"one-sided Kendall's tau per seed of gap(wd {wd:g}) - gap(wd 0) against the epoch, Stouffer-combined over {len(res.taus)} seeds",
         statistic=res.statistic, p_value=res.p_value, level=LEVEL,
-        measured={**res.summary(), "median_final_gap_wd": float(np.median([g[max(g)] for g in gaps])), "median_final_gap_no_wd": float(np.median([g[max(g)] for g in gaps0])),
+        measured={**res.summary(), "median_final_gap_wd": float(np.median([g[max(g)] for g in gaps if g])), "median_final_gap_no_wd": float(np.median([g[max(g)] for g in gaps0 if g])),
                   "time_scales": scales},
         reason=CONTRAST_REASON.format(n=len(res.taus)) + (f"; {QUICK_REASON}" if cfg.tier == "quick" else ""),
         reference="the same seeds' gap between the two inits trained without weight decay (same initial weights and data; null: weight decay leaves the gap as it is, tau 0)",
