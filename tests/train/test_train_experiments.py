@@ -17,7 +17,7 @@ TRAINING = ["terminal-phase", "square-loss-cnn", "square-loss-random-labels", "u
 # its evidence in the reason: ulpm-vgg's "below 0.1 after 500 epochs" is the paper's number for 500
 # epochs, which the quick tier does not train; random labels' rho ordering levels off above fraction
 # 0.4-0.6 (it fails in the middle tier too), so no quick size tests it at level 1e-3
-QUICK_NOT_APPLICABLE = {"terminal-phase": set(), "ulpm-vgg": {"below-paper-value"}, "square-loss-random-labels": {"rho-grows-with-random-labels"}}
+QUICK_NOT_APPLICABLE = {"terminal-phase": set(), "square-loss-cnn": set(), "ulpm-vgg": {"below-paper-value"}, "square-loss-random-labels": {"rho-grows-with-random-labels"}}
 
 
 @pytest.mark.timeout(300)
@@ -258,3 +258,76 @@ def test_trend_claims_fail_when_nothing_collapses(name):
         assert trend and all(m == "claim_test" for m, cid, _ in ctx.calls if "-decreases" in cid)
         verdicts[label] = [kw["p_value"] <= kw["level"] for kw in trend]
     assert not any(verdicts["flat"]) and not any(verdicts["rising"]) and all(verdicts["falling"])
+
+
+def test_square_loss_cnn_rho_trend_starts_on_the_theorys_side_of_rho_eq_and_fails_without_a_trend():
+    """The rho claims test each run from its first measured epoch with rho on the claimed side of
+    rho_eq = mu/M; a run that never gets there, or a flat rho, gives no evidence (p = 1)."""
+    from collapselab.experiments._stats import trend_test
+    from collapselab.experiments.square_loss_cnn import _measured, _rho_eq_side
+
+    def run(rho, rho_eq):
+        return {"rows": [{"epoch": e, "rho": r, "rho_eq": q, "nc1": 0.0} for e, (r, q) in enumerate(zip(rho, rho_eq), start=1)]}
+
+    shrinking = run([900.0, 400.0, 200.0, 120.0, 100.0, 93.0], [1.0, 5.0, 30.0, 80.0, 95.0, 94.0])
+    assert _rho_eq_side(shrinking, True, 99) == 1 and _rho_eq_side(shrinking, False, 99) == 6
+    assert trend_test([_measured(shrinking, "rho")], [1], decreasing=True).p_value < 0.01
+    below = run([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0])
+    assert _rho_eq_side(below, True, 99) == 99
+    assert trend_test([_measured(below, "rho")], [99], decreasing=True).p_value == 1.0
+    flat = run([50.0] * 6, [1.0] * 6)
+    assert trend_test([_measured(flat, "rho")], [_rho_eq_side(flat, True, 99)], decreasing=True).p_value > 0.5
+
+
+def test_square_loss_cnn_init_imprint_contrast_needs_weight_decay_to_act():
+    """The quick tier's "init forgotten under weight decay" test: the gap |log rho(5) - log rho(0.01)|
+    with weight decay minus the same seed's gap without it must decrease. When weight decay does
+    nothing (both gaps shrink alike, as rho relaxes to rho_eq from both inits, plus independent
+    noise) the contrast has no trend and fails, though the gap alone would pass; when the gap with
+    weight decay falls to ~1 while the other stays near 4, it passes."""
+    from collapselab.experiments.square_loss_cnn import gap_contrast, init_gap
+
+    rng = np.random.default_rng(12345)
+    epochs = sorted({int(e) for e in np.geomspace(1, 240, 40)})
+    t = np.asarray(epochs, dtype=float)
+    shared = 4.0 + 1.5 * np.exp(-t / 20.0)  # the gap without weight decay: relaxes, then stays near 4
+
+    def runs(log_gap_seeds):
+        small = [{"rows": [{"epoch": e, "rho": 1.0, "nc1": 0.0} for e in epochs]} for _ in log_gap_seeds]
+        large = [{"rows": [{"epoch": e, "rho": float(np.exp(g)), "nc1": 0.0} for e, g in zip(epochs, gap)]} for gap in log_gap_seeds]
+        return small, large
+
+    def noisy(base):
+        return [base + rng.normal(0.0, 0.3, len(t)) for _ in range(3)]
+
+    gaps0 = init_gap(*runs(noisy(shared)))
+    assert trend_test(gaps0, [1, 1, 1], decreasing=True).p_value < 1e-3  # the gap alone shrinks without weight decay too
+    absent = gap_contrast(init_gap(*runs(noisy(shared))), gaps0)
+    assert trend_test(absent, [1, 1, 1], decreasing=True).p_value > 1e-3
+    forgotten = gap_contrast(init_gap(*runs(noisy(shared * np.exp(-t / 50.0)))), gaps0)
+    assert trend_test(forgotten, [1, 1, 1], decreasing=True).p_value < 1e-6
+
+
+def test_square_loss_cnn_init_claim_tests_the_endpoint_after_50_time_scales_and_the_contrast_before():
+    """rho-init-independent-wd: TOST of the final log ratio from 50 weight-decay time scales on, the
+    series contrast with the weight-decay-free runs from 1 on, not applicable without those runs."""
+    from collapselab.experiments.square_loss_cnn import _init_imprint_claim
+
+    recorded = []
+
+    class Ctx:
+        def claim_test(self, cid, claim, source, *, test, **_):
+            recorded.append((cid, test.split(" ")[0]))
+
+        def claim_not_applicable(self, cid, claim, source, *, why, reference):
+            recorded.append((cid, "N/A"))
+
+    exp = get_experiment("square-loss-cnn")
+    quick = resolve_config(exp, {}, quick=True)
+    run = {"rows": [{"epoch": e, "rho": 1.0 + e, "nc1": 0.0} for e in range(1, 6)]}
+    runs = {(wd, s): [run, run] for wd in (0.0, 0.2) for s in (0.01, 5.0)}
+    _init_imprint_claim(Ctx(), quick, runs, 240)  # 4.8 time scales, wd 0 present: contrast
+    _init_imprint_claim(Ctx(), quick, runs, 2500)  # 50 time scales: endpoint
+    _init_imprint_claim(Ctx(), resolve_config(exp, {"weight_decays": [0.2]}, quick=True), runs, 240)
+    _init_imprint_claim(Ctx(), quick, runs, 40)  # 0.8 time scales
+    assert [r[1] for r in recorded] == ["one-sided", "TOST", "N/A", "N/A"]

@@ -15,7 +15,7 @@ from .data import NORMALISATIONS, as_images, randomise_labels
 from .distributed import init_distributed, shutdown_distributed
 from .measure import capture_input, exact_batchnorm_statistics, measure_features
 from .models import MLP, MODELS, VGG, ResNet18, SquareLossConvNet, classifier_of, classifier_weights, make_model, scale_conv_init
-from .protocols import BinaryImages, binary_fashion_mnist, bn_settled_epoch, normalised_margins, rho_metrics, seed002_model
+from .protocols import BinaryImages, binary_fashion_mnist, bn_settled_epoch, exempt_from_weight_decay, normalised_margins, rho_metrics, seed002_model
 from .series import Series
 from .trainer import Callback, EpochRecord, Trainer
 
@@ -45,10 +45,12 @@ __all__ = [
     "classifier_of",
     "classifier_weights",
     "exact_batchnorm_statistics",
+    "exempt_from_weight_decay",
     "init_distributed",
     "log_spaced_epochs",
     "make_model",
     "measure_features",
+    "measure_with_exact_bn",
     "normalised_margins",
     "randomise_labels",
     "rho_metrics",

@@ -20,11 +20,12 @@ from torch import nn
 
 from ..collapse import margins
 from ..core.data import load_fashion_mnist
+from ..core.errors import ParameterError
 from ..toy import rho
 from .data import as_images
 from .models import SquareLossConvNet, scale_conv_init
 
-__all__ = ["BinaryImages", "binary_fashion_mnist", "seed002_model", "rho_metrics", "normalised_margins", "bn_settled_epoch"]
+__all__ = ["BinaryImages", "binary_fashion_mnist", "seed002_model", "rho_metrics", "normalised_margins", "bn_settled_epoch", "exempt_from_weight_decay"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,20 @@ def bn_settled_epoch(num_samples: int, batch_size: int, epochs: int, momentum: f
     steps = math.ceil(math.log(forget) / math.log(1.0 - momentum))
     per_epoch = math.ceil(num_samples / batch_size)
     return min(epochs, max(1, math.ceil(steps / per_epoch)))
+
+
+def exempt_from_weight_decay(optimizer: torch.optim.Optimizer, params: Sequence[nn.Parameter]) -> None:
+    """Move ``params`` out of the optimizer's parameter groups into one group of their own
+    with ``weight_decay=0`` (same learning rate and momentum): e.g. the last-layer bias, which
+    Theorem 3 of Rangamani et al. 2022 (corrected: docs/theory/errata.md) needs unpenalised.
+    Call it before the first step (the moved parameters have no optimizer state yet)."""
+    ids = {id(p) for p in params}
+    found = [p for g in optimizer.param_groups for p in g["params"] if id(p) in ids]
+    if len(found) != len(ids):
+        raise ParameterError(f"exempt_from_weight_decay: {len(ids) - len(found)} of the {len(ids)} parameters are not in the optimizer; pass parameters of the optimized model")
+    if any(p in optimizer.state for p in found):
+        raise ParameterError("exempt_from_weight_decay: the parameters already have optimizer state; call it before the first step")
+    for g in optimizer.param_groups:
+        g["params"] = [p for p in g["params"] if id(p) not in ids]
+    base = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    optimizer.add_param_group({**base, "params": found, "weight_decay": 0.0})
