@@ -50,7 +50,6 @@ __all__ = [
     "log_spaced_epochs",
     "make_model",
     "measure_features",
-    "measure_with_exact_bn",
     "normalised_margins",
     "randomise_labels",
     "rho_metrics",
