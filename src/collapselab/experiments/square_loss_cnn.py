@@ -111,7 +111,7 @@ import torch  # noqa: E402
 from pydantic import Field  # noqa: E402
 
 from ..toy import rho  # noqa: E402
-from ..train import Series, TrainConfig, Trainer, exact_batchnorm_statistics  # noqa: E402
+from ..train import Series, TrainConfig, Trainer  # noqa: E402
 from ..train.protocols import BinaryImages, binary_fashion_mnist, exempt_from_weight_decay, normalised_margins, seed002_model  # noqa: E402
 from ._base import Experiment, RunContext  # noqa: E402
 from ._stats import derived_seeds, equivalence_test, trend_test  # noqa: E402
@@ -125,6 +125,7 @@ EQUIVALENCE_LEVEL = 1e-3
 MIN_TIME_SCALES = 50.0
 MIN_CONTRAST_TIME_SCALES = 1.0
 CHECKPOINT_EVERY_S = 30.0
+MEASURE_BATCH = 1024  # rows per forward pass of a measurement (one exact-statistics batch up to this size)
 TREND_REASON = (
     "level 1e-3 bounds a false pass; Kendall's tau per run over its log-spaced epochs, Stouffer-combined over {n} runs: a trend present in every seed "
     "gives each run tau near 1 in absolute value (one monotone series of 8 points alone has p = 1/8! = 2.5e-5), so a true claim fails only when most runs "
@@ -198,7 +199,7 @@ def _build(cfg: Config, data: BinaryImages, ctx: RunContext, scale: float, wd: f
         model = seed002_model(scale, channels=cfg.channels, seed=seed, device=ctx.device)
         tc = TrainConfig(epochs=cfg.epochs, loss="mse", lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd, batch_size=cfg.batch_size, seed=seed, nc_points=cfg.nc_points)
         trainer = Trainer(model, (data.X, data.labels), tc, test=(data.X_test, data.labels_test), callbacks=callbacks, exact_bn=True,
-                          measure_batch_size=min(len(data.labels), MEASURE_BATCH))
+                          measure_batch_size=MEASURE_BATCH)
         metrics = margin_metrics(data.X, data.labels)
         # only at the measured epochs: there the trainer holds the exact statistics (elsewhere the lagging running ones)
         trainer.epoch_metrics = lambda net: metrics(net) if trainer.epoch in trainer.nc_epochs else {}
@@ -209,12 +210,8 @@ def _build(cfg: Config, data: BinaryImages, ctx: RunContext, scale: float, wd: f
     return build
 
 
-MEASURE_BATCH = 1024  # rows per forward pass of a measurement (one exact-statistics batch up to this size)
-
-
 def _summary(trainer: Trainer, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    p0 = next(trainer.module.parameters())
-    with exact_batchnorm_statistics(trainer.module, [x.to(p0.device, p0.dtype) for x in trainer.source.X.split(MEASURE_BATCH)]):
+    with trainer.measurement_bn():
         margins_final = normalised_margins(trainer.module, trainer.source.X, trainer.source.labels)
     return {"rows": rows, "terminal_epoch": trainer.terminal_epoch, "margins": margins_final.tolist()}
 

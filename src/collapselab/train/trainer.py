@@ -322,15 +322,14 @@ class Trainer:
         )
         return {**report, "eval_loss": float(sums[0] / sums[2]), "eval_error": float(sums[1] / sums[2])}
 
-    def _measurement_bn(self) -> AbstractContextManager[None]:
-        """The batch-norm statistics a measurement uses: the running ones, or (``exact_bn``) those
-        of this process's training shard, in measurement batches held in memory together (a last
-        batch of one sample is merged into the one before)."""
+    def measurement_bn(self) -> AbstractContextManager[None]:
+        """The batch-norm statistics a measurement uses, as a context: the running ones, or
+        (``exact_bn``) the exact ones of this process's training shard
+        (:func:`.measure.exact_batchnorm_statistics`, in measurement batches held in memory
+        together). The trainer measures inside it; use it for a measurement of your own."""
         if not self.exact_bn:
             return nullcontext()
         chunks = [c for c in self.batches.shard().split(self.measure_batch_size) if c.numel()]
-        if len(chunks) > 1 and len(chunks[-1]) < 2:
-            chunks[-2:] = [torch.cat(chunks[-2:])]
         return exact_batchnorm_statistics(self.module, [self._to(x, y)[0] for x, y in self.source.batches(chunks)])
 
     @torch.no_grad()
@@ -360,7 +359,7 @@ class Trainer:
                 log.info("terminal phase: training error reached 0 at epoch %d", self.epoch)
             metrics: dict[str, float] = {}
             measured = self.epoch in self.nc_epochs
-            with self._measurement_bn() if measured else nullcontext():
+            with self.measurement_bn() if measured else nullcontext():
                 if measured:
                     metrics.update(self._measure())
                     if self.test_source is not None:
